@@ -1,0 +1,42 @@
+// Package vsphere is the only package of hatchery-vsphere that talks to vCenter. It holds the
+// VSphereClient interface (the 21 methods of the original hatchery, same names and govmomi
+// types) and its govmomi implementation bound to one datacenter.
+package vsphere
+
+//go:generate go run go.uber.org/mock/mockgen -destination=../../mock_vsphere/client_mock.go -package=mock_vsphere github.com/hatchery-vsphere/hatchery-vsphere/internal/vsphere VSphereClient
+
+import (
+	"context"
+
+	"github.com/vmware/govmomi/guest"
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// VSphereClient is everything the vSphere provider asks of vCenter. Every method is bound to
+// the datacenter the client was built for; every request is bounded by the request timeout
+// and every task wait by the task timeout of the client's Options.
+type VSphereClient interface {
+	ListVirtualMachines(ctx context.Context) ([]mo.VirtualMachine, error)
+	LoadVirtualMachine(ctx context.Context, name string) (*object.VirtualMachine, error)
+	LoadVirtualMachineDevices(ctx context.Context, vm *object.VirtualMachine) (object.VirtualDeviceList, error)
+	StartVirtualMachine(ctx context.Context, vm *object.VirtualMachine) error
+	ShutdownVirtualMachine(ctx context.Context, vm *object.VirtualMachine) error
+	DestroyVirtualMachine(ctx context.Context, vm *object.VirtualMachine) error
+	CloneVirtualMachine(ctx context.Context, vm *object.VirtualMachine, folder *object.Folder, name string, config *types.VirtualMachineCloneSpec) (*types.ManagedObjectReference, error)
+	GetVirtualMachinePowerState(ctx context.Context, vm *object.VirtualMachine) (types.VirtualMachinePowerState, error)
+	NewVirtualMachine(ctx context.Context, cloneSpec *types.VirtualMachineCloneSpec, ref *types.ManagedObjectReference, vmName string) (*object.VirtualMachine, error)
+	RenameVirtualMachine(ctx context.Context, vm *object.VirtualMachine, newName string) error
+	MarkVirtualMachineAsTemplate(ctx context.Context, vm *object.VirtualMachine) error
+	WaitForVirtualMachineShutdown(ctx context.Context, vm *object.VirtualMachine) error
+	WaitForVirtualMachineIP(ctx context.Context, vm *object.VirtualMachine, IPAddress *string, vmName string) error
+	LoadFolder(ctx context.Context) (*object.Folder, error)
+	SetupEthernetCard(ctx context.Context, card *types.VirtualEthernetCard, ethernetCardName string, network object.NetworkReference) error
+	LoadNetwork(ctx context.Context, name string) (object.NetworkReference, error)
+	LoadResourcePool(ctx context.Context) (*object.ResourcePool, error)
+	LoadDatastore(ctx context.Context, name string) (*object.Datastore, error)
+	ProcessManager(ctx context.Context, vm *object.VirtualMachine) (*guest.ProcessManager, error)
+	StartProgramInGuest(ctx context.Context, procman *guest.ProcessManager, req *types.StartProgramInGuest) (*types.StartProgramInGuestResponse, error)
+	LoadVirtualMachineEvents(ctx context.Context, vm *object.VirtualMachine, eventTypes ...string) ([]types.BaseEvent, error)
+}
