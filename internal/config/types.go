@@ -17,6 +17,9 @@ type File struct {
 	Log       Log       `mapstructure:"log" toml:"log" json:"log"`
 	Telemetry Telemetry `mapstructure:"telemetry" toml:"telemetry" json:"telemetry"`
 	Hatchery  Hatchery  `mapstructure:"hatchery" toml:"hatchery" json:"hatchery"`
+
+	// unknownKeys are the keys of our sections that match no field (see UnknownKeys).
+	unknownKeys []string
 }
 
 // Hatchery is the [hatchery] table; only its vsphere service is ours.
@@ -100,10 +103,10 @@ type VSphere struct {
 
 	// Keys of hatchery-vsphere that the original does not have. They are never sent to the
 	// API, so the registration payload keeps the original's shape.
-	Insecure     bool   `mapstructure:"insecure" toml:"insecure" json:"-" comment:"Skip TLS verification of vCenter (not recommended)"`
-	CAFile       string `mapstructure:"caFile" toml:"caFile" json:"-" comment:"PEM file of the CA that signs vCenter's certificate (empty: system roots)"`
-	TaskTimeout  int    `mapstructure:"taskTimeout" toml:"taskTimeout" json:"-" default:"600" comment:"Longest wait for one vCenter task (seconds)"`
-	CallTimeout  int    `mapstructure:"callTimeout" toml:"callTimeout" json:"-" default:"15" comment:"Longest vCenter request (seconds)"`
+	Insecure    bool   `mapstructure:"insecure" toml:"insecure" json:"-" comment:"Skip TLS verification of vCenter (not recommended)"`
+	CAFile      string `mapstructure:"caFile" toml:"caFile" json:"-" comment:"PEM file of the CA that signs vCenter's certificate (empty: system roots)"`
+	TaskTimeout int    `mapstructure:"taskTimeout" toml:"taskTimeout" json:"-" default:"600" comment:"Longest wait for one vCenter task (seconds)"`
+	CallTimeout int    `mapstructure:"callTimeout" toml:"callTimeout" json:"-" default:"15" comment:"Longest vCenter request (seconds)"`
 }
 
 // WorkerProvisioning is one entry of workerProvisioning.
