@@ -1,0 +1,287 @@
+package vspherehatchery
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
+	"go.uber.org/mock/gomock"
+
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/cds"
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/hatchery"
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/vsphere"
+	"github.com/hatchery-vsphere/hatchery-vsphere/mock_vsphere"
+)
+
+// The fake clock of the tests reads 2025-01-10 08:00 UTC; workerTTL is 120 min and
+// workerRegistrationTTL 10 min (config defaults through the effective-value methods).
+var cleanupNow = newFakeClock().Now()
+
+func ago(d time.Duration) time.Time { return cleanupNow.Add(-d) }
+
+func starting(at time.Time, msg string) types.BaseEvent {
+	return &types.VmStartingEvent{VmEvent: types.VmEvent{Event: types.Event{CreatedTime: at, FullFormattedMessage: msg}}}
+}
+
+func poweredOff(at time.Time, msg string) types.BaseEvent {
+	return &types.VmPoweredOffEvent{VmEvent: types.VmEvent{Event: types.Event{CreatedTime: at, FullFormattedMessage: msg}}}
+}
+
+func renamed(at time.Time, msg string) types.BaseEvent {
+	return &types.VmRenamedEvent{VmEvent: types.VmEvent{Event: types.Event{CreatedTime: at, FullFormattedMessage: msg}}}
+}
+
+func TestKillAwolServers(t *testing.T) {
+	mine := func(a Annotation) *Annotation { a.HatcheryName = "h"; a.Created = created; return &a }
+	tests := []struct {
+		name       string
+		vm         mo.VirtualMachine
+		marked     bool
+		registered bool
+		// events is nil when the rule decides before reading them.
+		events  []types.BaseEvent
+		readsEv bool
+		deleted bool
+	}{
+		{name: "marked for deletion", vm: moVM("w", mine(Annotation{}), false, on, 2, 4096), marked: true, deleted: true},
+		{name: "provisioned VM skipped", vm: moVM("provision-v2-x", mine(Annotation{Provisioning: true}), false, off, 2, 4096)},
+		{name: "CDS template build skipped", vm: moVM("mymodel-tmp", mine(Annotation{Model: true}), false, on, 2, 4096)},
+		{name: "other hatchery's VM skipped", vm: moVM("w", &Annotation{HatcheryName: "other"}, false, off, 2, 4096)},
+		{name: "non-CDS VM skipped", vm: moVM("mail", nil, false, off, 2, 4096)},
+		{name: "no events kept", vm: moVM("w", mine(Annotation{}), false, on, 2, 4096), readsEv: true},
+		{
+			name: "renamed long ago, never started", vm: moVM("w", mine(Annotation{}), false, off, 2, 4096), readsEv: true,
+			events: []types.BaseEvent{renamed(ago(11*time.Minute), "renamed x to w")}, deleted: true,
+		},
+		{
+			name: "renamed recently, never started", vm: moVM("w", mine(Annotation{}), false, off, 2, 4096), readsEv: true,
+			events: []types.BaseEvent{renamed(ago(9*time.Minute), "renamed x to w")},
+		},
+		{
+			name: "no start event kept", vm: moVM("w", mine(Annotation{}), false, off, 2, 4096), readsEv: true,
+			events: []types.BaseEvent{poweredOff(ago(time.Hour), "w is powered off")},
+		},
+		{
+			name: "only provisioning events: not started as a worker", vm: moVM("w", mine(Annotation{Provisioning: true}), false, on, 2, 4096), readsEv: true,
+			events: []types.BaseEvent{starting(ago(5*time.Hour), "provision-v2-x is starting"), poweredOff(ago(5*time.Hour), "provision-v2-x is powered off")},
+		},
+		{
+			name: "registered worker past workerTTL", vm: moVM("w", mine(Annotation{}), false, on, 2, 4096), readsEv: true, registered: true,
+			events: []types.BaseEvent{starting(ago(121*time.Minute), "w is starting")}, deleted: true,
+		},
+		{
+			name: "registered worker within workerTTL", vm: moVM("w", mine(Annotation{}), false, on, 2, 4096), readsEv: true, registered: true,
+			events: []types.BaseEvent{starting(ago(119*time.Minute), "w is starting")},
+		},
+		{
+			name: "unregistered worker finished (powered off after start)", vm: moVM("w", mine(Annotation{}), false, off, 2, 4096), readsEv: true,
+			events: []types.BaseEvent{poweredOff(ago(time.Minute), "w is powered off"), starting(ago(3*time.Minute), "w is starting")}, deleted: true,
+		},
+		{
+			name: "power-off older than the start ignored", vm: moVM("w", mine(Annotation{}), false, on, 2, 4096), readsEv: true,
+			events: []types.BaseEvent{starting(ago(3*time.Minute), "w is starting"), poweredOff(ago(4*time.Minute), "w is powered off")},
+		},
+		{
+			name: "unregistered worker past workerRegistrationTTL", vm: moVM("w", mine(Annotation{}), false, on, 2, 4096), readsEv: true,
+			events: []types.BaseEvent{starting(ago(11*time.Minute), "w is starting")}, deleted: true,
+		},
+		{
+			name: "unregistered worker within workerRegistrationTTL", vm: moVM("w", mine(Annotation{}), false, on, 2, 4096), readsEv: true,
+			events: []types.BaseEvent{starting(ago(9*time.Minute), "w is starting")},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newOrch(t, spawnConfig(), func(m *mock_vsphere.MockVSphereClient) {
+				listing(m, 1, []mo.VirtualMachine{tc.vm}, nil)
+				loads := 0
+				if tc.readsEv {
+					loads++
+					m.EXPECT().LoadVirtualMachineEvents(gomock.Any(), vmObj(tc.vm.Name), "VmStartingEvent", "VmPoweredOffEvent", "VmRenamedEvent").Return(tc.events, nil).Times(1)
+				}
+				if tc.deleted {
+					loads++
+					shutdowns := 0
+					if tc.vm.Runtime.PowerState != off {
+						shutdowns = 1
+					}
+					m.EXPECT().ShutdownVirtualMachine(gomock.Any(), vmObj(tc.vm.Name)).Return(nil).Times(shutdowns)
+					m.EXPECT().DestroyVirtualMachine(gomock.Any(), vmObj(tc.vm.Name)).Return(nil).Times(1)
+				}
+				m.EXPECT().LoadVirtualMachine(gomock.Any(), tc.vm.Name).Return(vmObj(tc.vm.Name), nil).Times(loads)
+			})
+			if tc.registered {
+				f.svc.registered[tc.vm.Name] = struct{}{}
+			}
+			if tc.marked {
+				f.o.caches.ToDelete.Add(tc.vm.Name)
+			}
+			if err := f.o.killAwolServers(t.Context(), f.svc); err != nil {
+				t.Fatalf("killAwolServers: %v", err)
+			}
+			if f.o.caches.ToDelete.Has(tc.vm.Name) {
+				t.Errorf("VM still marked for deletion")
+			}
+		})
+	}
+}
+
+func TestKillAwolServersToleratesAVMAlreadyGone(t *testing.T) {
+	mine := func(a Annotation) *Annotation { a.HatcheryName = "h"; a.Created = created; return &a }
+	f := newOrch(t, spawnConfig(), func(m *mock_vsphere.MockVSphereClient) {
+		listing(m, 1, []mo.VirtualMachine{
+			moVM("gone", mine(Annotation{}), false, on, 2, 4096),
+			moVM("done", mine(Annotation{}), false, off, 2, 4096),
+		}, nil)
+		m.EXPECT().LoadVirtualMachine(gomock.Any(), "gone").Return(nil, vsphere.ErrNotFound).Times(1)
+		m.EXPECT().LoadVirtualMachine(gomock.Any(), "done").Return(vmObj("done"), nil).Times(1)
+		// Powered off already: destroyed without a power-off.
+		m.EXPECT().DestroyVirtualMachine(gomock.Any(), vmObj("done")).Return(nil).Times(1)
+	})
+	f.o.caches.ToDelete.Add("gone")
+	f.o.caches.ToDelete.Add("done")
+	if err := f.o.killAwolServers(t.Context(), f.svc); err != nil {
+		t.Fatalf("killAwolServers: %v", err)
+	}
+	if n := f.o.caches.ToDelete.Len(); n != 0 {
+		t.Errorf("%d VMs still marked", n)
+	}
+}
+
+func TestDeleteRegisterVMReportsTheRegistrationFailure(t *testing.T) {
+	model := func(need bool) cds.Model {
+		return cds.Model{Name: "mymodel", Group: cds.Group{Name: "grp"}, NeedRegistration: need}
+	}
+	tests := []struct {
+		name             string
+		cached, fresh    bool
+		wantReportedOnce bool
+	}{
+		{"still needs registration", true, true, true},
+		{"registered meanwhile", true, false, false},
+		{"cache says registered", false, true, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := VM{
+				Name:          "register-calm-turing",
+				HasAnnotation: true,
+				Annotation:    Annotation{HatcheryName: "h", WorkerModelPath: "grp/mymodel", RegisterOnly: true},
+				PowerState:    off,
+			}
+			f := newOrch(t, spawnConfig(), func(m *mock_vsphere.MockVSphereClient) {
+				m.EXPECT().LoadVirtualMachine(gomock.Any(), v.Name).Return(vmObj(v.Name), nil).Times(1)
+				m.EXPECT().DestroyVirtualMachine(gomock.Any(), vmObj(v.Name)).Return(nil).Times(1)
+			})
+			f.svc.cached = []cds.Model{{Name: "other", Group: cds.Group{Name: "grp"}, NeedRegistration: true}, model(tc.cached)}
+			f.svc.refreshed = []cds.Model{model(tc.fresh)}
+			if err := f.o.deleteServer(t.Context(), f.svc, v, "test"); err != nil {
+				t.Fatalf("deleteServer: %v", err)
+			}
+			if tc.wantReportedOnce {
+				if len(f.svc.modelErrors) != 1 || !strings.HasPrefix(f.svc.modelErrors[0], "grp/mymodel: ") {
+					t.Errorf("model errors = %q, want one report on grp/mymodel", f.svc.modelErrors)
+				}
+			} else if len(f.svc.modelErrors) != 0 {
+				t.Errorf("model errors = %q, want none", f.svc.modelErrors)
+			}
+		})
+	}
+}
+
+func TestKillDisabledWorkersMarksTheirVMs(t *testing.T) {
+	mine := func(a Annotation) *Annotation { a.HatcheryName = "h"; a.Created = created; return &a }
+	f := newOrch(t, spawnConfig(), func(m *mock_vsphere.MockVSphereClient) {
+		listing(m, 1, []mo.VirtualMachine{
+			moVM("w1", mine(Annotation{}), false, on, 2, 4096),
+			moVM("w2", mine(Annotation{}), false, on, 2, 4096),
+			moVM("w3", &Annotation{HatcheryName: "other"}, false, on, 2, 4096),
+		}, nil)
+	})
+	f.svc.pool = []hatchery.PoolWorker{
+		{Name: "w1", Status: cds.StatusDisabled},
+		{Name: "w2", Status: cds.StatusBuilding},
+		{Name: "w3", Status: cds.StatusDisabled},
+		{Name: "w4", Status: cds.StatusDisabled},
+	}
+	if err := f.o.killDisabledWorkers(t.Context(), f.svc); err != nil {
+		t.Fatalf("killDisabledWorkers: %v", err)
+	}
+	if got := strings.Join(f.o.caches.ToDelete.List(), ","); got != "w1" {
+		t.Errorf("marked = %q, want w1 only", got)
+	}
+}
+
+func TestClaimProvisionedSkipRules(t *testing.T) {
+	mine := func(a Annotation) *Annotation { a.HatcheryName = "h"; a.Created = created; return &a }
+	pv := func(name string) mo.VirtualMachine {
+		return moVM(name, mine(Annotation{Provisioning: true, VMwareModelPath: "debian12"}), false, off, 2, 4096)
+	}
+	fleet := []mo.VirtualMachine{
+		pv("provision-v2-pending"),
+		pv("provision-v2-todelete"),
+		pv("provision-v2-using"),
+		moVM("provision-v2-on", mine(Annotation{Provisioning: true, VMwareModelPath: "debian12"}), false, on, 2, 4096),
+		moVM("provision-v2-ubuntu", mine(Annotation{Provisioning: true, VMwareModelPath: "ubuntu"}), false, off, 2, 4096),
+		moVM("provision-v2-other", &Annotation{HatcheryName: "other", Provisioning: true, VMwareModelPath: "debian12"}, false, off, 2, 4096),
+		moVM("provision-v1-v1", mine(Annotation{Provisioning: true, VMwareModelPath: "debian12"}), false, off, 2, 4096),
+		pv("provision-v2-gone"),
+		pv("provision-v2-fresh"),
+		pv("provision-v2-good"),
+		pv("provision-v2-next"),
+	}
+	f := newOrch(t, spawnConfig(), func(m *mock_vsphere.MockVSphereClient) {
+		m.EXPECT().LoadVirtualMachine(gomock.Any(), "provision-v2-gone").Return(nil, vsphere.ErrNotFound).Times(1)
+		m.EXPECT().LoadVirtualMachine(gomock.Any(), "provision-v2-fresh").Return(vmObj("provision-v2-fresh"), nil).Times(1)
+		m.EXPECT().LoadVirtualMachineEvents(gomock.Any(), vmObj("provision-v2-fresh"), "VmPoweredOffEvent").Return(nil, nil).Times(1)
+		m.EXPECT().LoadVirtualMachine(gomock.Any(), "provision-v2-good").Return(vmObj("provision-v2-good"), nil).Times(1)
+		m.EXPECT().LoadVirtualMachineEvents(gomock.Any(), vmObj("provision-v2-good"), "VmPoweredOffEvent").Return([]types.BaseEvent{poweredOff(ago(time.Hour), "")}, nil).Times(1)
+	})
+	f.o.caches.ProvisioningPending.Add("provision-v2-pending")
+	f.o.caches.ToDelete.Add("provision-v2-todelete")
+	f.o.caches.ProvisioningUsing.Add("provision-v2-using")
+
+	candidate, vm, ok := f.o.claimProvisioned(t.Context(), v2Model(), NewInventory(fleet))
+	if !ok || candidate.Name != "provision-v2-good" || vm.Reference().Value != "vm-provision-v2-good" {
+		t.Fatalf("claimed %q (ok %v), want provision-v2-good", candidate.Name, ok)
+	}
+	if !f.o.caches.ProvisioningUsing.Has("provision-v2-good") {
+		t.Errorf("the claimed VM is not in the using set")
+	}
+	for _, n := range []string{"provision-v2-gone", "provision-v2-fresh"} {
+		if f.o.caches.ProvisioningUsing.Has(n) {
+			t.Errorf("skipped VM %s left claimed", n)
+		}
+	}
+}
+
+func TestClaimProvisionedIsExclusive(t *testing.T) {
+	mine := func(a Annotation) *Annotation { a.HatcheryName = "h"; a.Created = created; return &a }
+	fleet := NewInventory([]mo.VirtualMachine{
+		moVM("provision-v2-only", mine(Annotation{Provisioning: true, VMwareModelPath: "debian12"}), false, off, 2, 4096),
+	})
+	f := newOrch(t, spawnConfig(), func(m *mock_vsphere.MockVSphereClient) {
+		m.EXPECT().LoadVirtualMachine(gomock.Any(), "provision-v2-only").Return(vmObj("provision-v2-only"), nil).Times(1)
+		m.EXPECT().LoadVirtualMachineEvents(gomock.Any(), gomock.Any(), "VmPoweredOffEvent").Return([]types.BaseEvent{poweredOff(ago(time.Hour), "")}, nil).Times(1)
+	})
+	const n = 8
+	got := make(chan bool, n)
+	for range n {
+		go func() {
+			_, _, ok := f.o.claimProvisioned(context.Background(), v2Model(), fleet)
+			got <- ok
+		}()
+	}
+	claimed := 0
+	for range n {
+		if <-got {
+			claimed++
+		}
+	}
+	if claimed != 1 {
+		t.Fatalf("%d spawns claimed the one provisioned VM, want 1", claimed)
+	}
+}

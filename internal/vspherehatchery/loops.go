@@ -1,0 +1,181 @@
+package vspherehatchery
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/hatchery"
+)
+
+// Timings are the waits of the vSphere side (protocol spec §18.10). The zero value of a
+// field means the original's value (DefaultTimings).
+type Timings struct {
+	// GuestReady bounds the wait for guest operations after a power-on (3 min).
+	GuestReady time.Duration
+	// IP bounds the wait for the VM's IPv4 address (3 min).
+	IP time.Duration
+	// EnvProbe bounds the `env` probe that proves guest operations run (1 min), retried
+	// every EnvProbeEvery (1 s).
+	EnvProbe      time.Duration
+	EnvProbeEvery time.Duration
+	// TemplatePowerOff bounds the wait for the template VM to shut down after its
+	// post-command (10 min); TemplateBuild bounds a whole template build (15 min).
+	TemplatePowerOff time.Duration
+	TemplateBuild    time.Duration
+	// Cleanup is the period of the AWOL and disabled-worker passes (2 min).
+	Cleanup time.Duration
+}
+
+// DefaultTimings are the original's values.
+func DefaultTimings() Timings {
+	return Timings{
+		GuestReady:       3 * time.Minute,
+		IP:               3 * time.Minute,
+		EnvProbe:         time.Minute,
+		EnvProbeEvery:    time.Second,
+		TemplatePowerOff: 10 * time.Minute,
+		TemplateBuild:    15 * time.Minute,
+		Cleanup:          2 * time.Minute,
+	}
+}
+
+func (t Timings) withDefaults() Timings {
+	d := DefaultTimings()
+	fill := func(v *time.Duration, def time.Duration) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	fill(&t.GuestReady, d.GuestReady)
+	fill(&t.IP, d.IP)
+	fill(&t.EnvProbe, d.EnvProbe)
+	fill(&t.EnvProbeEvery, d.EnvProbeEvery)
+	fill(&t.TemplatePowerOff, d.TemplatePowerOff)
+	fill(&t.TemplateBuild, d.TemplateBuild)
+	fill(&t.Cleanup, d.Cleanup)
+	return t
+}
+
+// OrchestratorOptions tune an Orchestrator; the zero value is the production setting.
+type OrchestratorOptions struct {
+	Timings Timings
+	// Tick makes the tick sources of the loops ("vsphere-cleanup", "vsphere-provisioning")
+	// and of the guest `env` probe ("vsphere-env-probe"); nil means real tickers. Tests
+	// inject ready channels instead of sleeping.
+	Tick hatchery.TickFunc
+	// NewName draws a VM name with a prefix (provisioned VMs); nil means
+	// hatchery.GenerateWorkerName.
+	NewName func(prefix string) string
+}
+
+// Orchestrator is the part of the vSphere provider that acts on vCenter: it spawns workers
+// (fresh clone, reuse of a provisioned VM, v1 template build), keeps the provisioning pools
+// filled and deletes the VMs that are done. It embeds the decision part (Provider) and
+// shares its caches and IP pool, so together they implement hatchery.Provider.
+//
+// It is a separate type only because the two halves were written side by side; its fields
+// can move into Provider without other change.
+type Orchestrator struct {
+	*Provider
+
+	timings Timings
+	tick    hatchery.TickFunc
+	newName func(prefix string) string
+	// building holds the v1 models whose template this process is building.
+	building *NameSet
+
+	mu  sync.Mutex
+	svc hatchery.Services // set by Run; SpawnWorker may run before it
+}
+
+var _ hatchery.Provider = (*Orchestrator)(nil)
+
+// NewOrchestrator builds the acting half of the provider around p.
+func NewOrchestrator(p *Provider, opts OrchestratorOptions) *Orchestrator {
+	o := &Orchestrator{
+		Provider: p,
+		timings:  opts.Timings.withDefaults(),
+		tick:     opts.Tick,
+		newName:  opts.NewName,
+		building: NewNameSet(),
+	}
+	if o.tick == nil {
+		o.tick = func(_ string, d time.Duration) (<-chan time.Time, func()) {
+			t := time.NewTicker(d)
+			return t.C, t.Stop
+		}
+	}
+	if o.newName == nil {
+		o.newName = hatchery.GenerateWorkerName
+	}
+	return o
+}
+
+func (o *Orchestrator) services() hatchery.Services {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.svc
+}
+
+func (o *Orchestrator) setServices(svc hatchery.Services) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.svc = svc
+}
+
+// Run runs the background loops until ctx is done: the cleanup loop (AWOL VMs, then
+// disabled workers, every 2 min) and, when workerProvisioning is configured, the
+// provisioning loop (every workerProvisioningInterval). A failed pass is logged and the
+// next tick tries again; Run returns nil once ctx is done and both loops have stopped.
+func (o *Orchestrator) Run(ctx context.Context, svc hatchery.Services) error {
+	if svc == nil {
+		return errors.New("vsphere provider: run without framework services")
+	}
+	o.setServices(svc)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		o.loop(ctx, "vsphere-cleanup", o.timings.Cleanup, func(ctx context.Context) {
+			if err := o.killAwolServers(ctx, svc); err != nil {
+				o.log.Error(ctx, "cleanup of AWOL VMs: %v", err)
+			}
+			if err := o.killDisabledWorkers(ctx, svc); err != nil {
+				o.log.Error(ctx, "cleanup of disabled workers: %v", err)
+			}
+		})
+	}()
+	if len(o.cfg.WorkerProvisioning) > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o.loop(ctx, "vsphere-provisioning", o.cfg.ProvisioningInterval(), func(ctx context.Context) {
+				if err := o.provisionPass(ctx, svc); err != nil {
+					o.log.Error(ctx, "provisioning: %v", err)
+				}
+			})
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// loop runs pass at every tick until ctx is done. Each pass gets a deadline of a few
+// periods so that a hung vCenter call cannot stall the loop for ever.
+func (o *Orchestrator) loop(ctx context.Context, name string, period time.Duration, pass func(context.Context)) {
+	ticks, stop := o.tick(name, period)
+	defer stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticks:
+		}
+		// A provisioning pass may build several VMs, each waiting minutes for its IP.
+		pctx, cancel := context.WithTimeout(ctx, max(period*5, 20*time.Minute))
+		pass(pctx)
+		cancel()
+	}
+}

@@ -1,0 +1,130 @@
+package vspherehatchery
+
+import (
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/vmware/govmomi/vim25/mo"
+	"go.uber.org/mock/gomock"
+
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/cds"
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/config"
+	"github.com/hatchery-vsphere/hatchery-vsphere/mock_vsphere"
+)
+
+func TestProvisionPassV2FillsTheDeficitUpToThePoolSize(t *testing.T) {
+	mine := func(a Annotation) *Annotation { a.HatcheryName = "h"; a.Created = created; return &a }
+	cfg := spawnConfig()
+	cfg.IPRange = "10.0.0.20/30"
+	cfg.WorkerProvisioningPoolSize = 2
+	cfg.WorkerProvisioning = []config.WorkerProvisioning{
+		{ModelVMWare: "debian12", Number: 4}, // 1 exists: 3 missing, 2 made in this pass
+		{ModelPath: "grp/mymodel", Number: 1},
+	}
+	clones := &cloneRecorder{}
+	f := newOrch(t, cfg, func(m *mock_vsphere.MockVSphereClient) {
+		listing(m, 1, []mo.VirtualMachine{
+			moVM("debian12", nil, true, off, 2, 4096),
+			moVM("provision-v2-old", mine(Annotation{Provisioning: true, VMwareModelPath: "debian12", IPAddress: "10.0.0.20"}), false, off, 2, 4096),
+		}, nil)
+		m.EXPECT().LoadVirtualMachine(gomock.Any(), "debian12").Return(vmObj("debian12"), nil).Times(2)
+		expectClones(m, 2, clones)
+		m.EXPECT().WaitForGuestOperationsReady(gomock.Any(), gomock.Any()).Return(nil).Times(2)
+		m.EXPECT().WaitForVirtualMachineIP(gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any()).Return(nil).Times(2)
+		m.EXPECT().ShutdownVirtualMachine(gomock.Any(), gomock.Any()).Return(nil).Times(2)
+	})
+	f.svc.hasV1 = false // no v1 session: the v1 pass is skipped (fix of Q25)
+
+	if err := f.o.provisionPass(t.Context(), f.svc); err != nil {
+		t.Fatalf("provisionPass: %v", err)
+	}
+	var ips []string
+	for _, c := range clones.get() {
+		a, ok := ParseAnnotation(c.spec.Config.Annotation)
+		if !ok || !a.Provisioning || a.HatcheryName != "h" || a.VMwareModelPath != "debian12" || a.WorkerName != c.name || a.JobID != "" {
+			t.Errorf("annotation of %s = %s", c.name, c.spec.Config.Annotation)
+		}
+		if c.spec.Config.NumCPUs != 0 || c.spec.Config.MemoryMB != 0 {
+			t.Errorf("provisioned VM %s sized %d/%d; it must keep the template's size", c.name, c.spec.Config.NumCPUs, c.spec.Config.MemoryMB)
+		}
+		if len(c.name) < len(ProvisionV2Prefix) || c.name[:len(ProvisionV2Prefix)] != ProvisionV2Prefix {
+			t.Errorf("provisioned VM named %q", c.name)
+		}
+		ips = append(ips, a.IPAddress)
+	}
+	slices.Sort(ips)
+	if !slices.Equal(ips, []string{"10.0.0.21", "10.0.0.22"}) {
+		t.Errorf("IPs = %v, want two distinct free addresses", ips)
+	}
+	if len(f.svc.workerModelGo) != 0 {
+		t.Errorf("v1 models fetched without a v1 session: %v", f.svc.workerModelGo)
+	}
+	if f.o.caches.ProvisioningPending.Len() != 0 {
+		t.Errorf("pending set not emptied: %v", f.o.caches.ProvisioningPending.List())
+	}
+}
+
+func TestProvisionPassV1InterleavesModelsAndSkipsUnregistered(t *testing.T) {
+	cfg := spawnConfig()
+	cfg.WorkerProvisioningPoolSize = 2
+	cfg.WorkerProvisioning = []config.WorkerProvisioning{
+		{ModelPath: "grp/a", Number: 2},
+		{ModelPath: "grp/pending", Number: 1},
+		{ModelPath: "no-group", Number: 1},
+		{ModelPath: "grp/b", Number: 1},
+	}
+	clones := &cloneRecorder{}
+	f := newOrch(t, cfg, func(m *mock_vsphere.MockVSphereClient) {
+		listing(m, 1, nil, nil) // the v2 pass has nothing to do and lists nothing
+		m.EXPECT().LoadVirtualMachine(gomock.Any(), "a").Return(vmObj("a"), nil).Times(1)
+		m.EXPECT().LoadVirtualMachine(gomock.Any(), "b").Return(vmObj("b"), nil).Times(1)
+		expectClones(m, 2, clones)
+		m.EXPECT().WaitForGuestOperationsReady(gomock.Any(), gomock.Any()).Return(nil).Times(2)
+		m.EXPECT().WaitForVirtualMachineIP(gomock.Any(), gomock.Any(), nil, gomock.Any()).Return(nil).Times(2)
+		m.EXPECT().ShutdownVirtualMachine(gomock.Any(), gomock.Any()).Return(nil).Times(2)
+	})
+	f.svc.hasV1 = true
+	f.svc.models = map[string]cds.Model{
+		"grp/a":       {Name: "a", Group: cds.Group{Name: "grp"}, UserLastModified: time.Unix(1717000000, 0)},
+		"grp/b":       {Name: "b", Group: cds.Group{Name: "grp"}, UserLastModified: time.Unix(1717000001, 0)},
+		"grp/pending": {Name: "pending", Group: cds.Group{Name: "grp"}, NeedRegistration: true},
+	}
+	if err := f.o.provisionPass(t.Context(), f.svc); err != nil {
+		t.Fatalf("provisionPass: %v", err)
+	}
+	// Round robin: a, b (the second a would come third, beyond the pool size).
+	var got []string
+	for _, c := range clones.get() {
+		a, _ := ParseAnnotation(c.spec.Config.Annotation)
+		if !a.Provisioning || a.VMwareModelPath != "" || a.WorkerModelLastModified == "" || c.name[:len(ProvisionV1Prefix)] != ProvisionV1Prefix {
+			t.Errorf("clone %s annotation %s", c.name, c.spec.Config.Annotation)
+		}
+		got = append(got, c.source+"="+a.WorkerModelPath)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"vm-a=grp/a", "vm-b=grp/b"}) {
+		t.Errorf("provisioned = %v, want one of grp/a and one of grp/b from their templates", got)
+	}
+}
+
+func TestProvisionFailureMarksTheVMForDeletion(t *testing.T) {
+	cfg := spawnConfig()
+	cfg.WorkerProvisioning = []config.WorkerProvisioning{{ModelVMWare: "debian12", Number: 1}}
+	boom := errors.New("no IP")
+	f := newOrch(t, cfg, func(m *mock_vsphere.MockVSphereClient) {
+		listing(m, 1, nil, nil)
+		m.EXPECT().LoadVirtualMachine(gomock.Any(), "debian12").Return(vmObj("debian12"), nil).Times(1)
+		expectClones(m, 1, &cloneRecorder{})
+		m.EXPECT().WaitForGuestOperationsReady(gomock.Any(), gomock.Any()).Return(nil).Times(1)
+		m.EXPECT().WaitForVirtualMachineIP(gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any()).Return(boom).Times(1)
+		m.EXPECT().ShutdownVirtualMachine(gomock.Any(), vmObj("provision-v2-n1")).Return(nil).Times(1)
+	})
+	if err := f.o.provisionPass(t.Context(), f.svc); !errors.Is(err, boom) {
+		t.Fatalf("provisionPass: %v, want the IP failure", err)
+	}
+	if !f.o.caches.ToDelete.Has("provision-v2-n1") {
+		t.Errorf("failed provisioned VM not marked: %v", f.o.caches.ToDelete.List())
+	}
+}
