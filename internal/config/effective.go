@@ -141,3 +141,45 @@ func (p PrometheusExporter) ReportingPeriod() time.Duration {
 	}
 	return time.Duration(p.ReporteringPeriod) * time.Second
 }
+
+// FinishedWorkerGrace is how long a powered-off worker the API no longer knows is kept
+// before deletion: 0 means 180 s.
+func (v VSphere) FinishedWorkerGrace() time.Duration {
+	return secondsOr(v.FinishedWorkerGracePeriod, 180)
+}
+
+// CleanupInterval is the period of the cleanup pass: 0 means 60 s.
+func (v VSphere) CleanupInterval() time.Duration {
+	return secondsOr(v.KillAwolServersInterval, 60)
+}
+
+// CloneLimit, PowerOpLimit and DeletionLimit bound the vCenter tasks of each kind run at
+// once: 0 means 10, 20 and 5.
+func (v VSphere) CloneLimit() int    { return positiveOr(v.MaxConcurrentClones, 10) }
+func (v VSphere) PowerOpLimit() int  { return positiveOr(v.MaxConcurrentPowerOps, 20) }
+func (v VSphere) DeletionLimit() int { return positiveOr(v.MaxConcurrentDeletions, 5) }
+
+// BreakerProbeInterval is the period of the vCenter probe while the circuit is open: 0
+// means 30 s.
+func (v VSphere) BreakerProbeInterval() time.Duration {
+	return secondsOr(v.CircuitBreakerProbe, 30)
+}
+
+// ShutdownGrace bounds the wait for in-flight spawns on shutdown: 0 means 60 s.
+func (p Provision) ShutdownGrace() time.Duration {
+	return secondsOr(p.ShutdownTimeout, 60)
+}
+
+func secondsOr(v, def int) time.Duration {
+	if v <= 0 {
+		v = def
+	}
+	return time.Duration(v) * time.Second
+}
+
+func positiveOr(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
+}

@@ -107,6 +107,14 @@ type VSphere struct {
 	CAFile      string `mapstructure:"caFile" toml:"caFile" json:"-" comment:"PEM file of the CA that signs vCenter's certificate (empty: system roots)"`
 	TaskTimeout int    `mapstructure:"taskTimeout" toml:"taskTimeout" json:"-" default:"600" comment:"Longest wait for one vCenter task (seconds)"`
 	CallTimeout int    `mapstructure:"callTimeout" toml:"callTimeout" json:"-" default:"15" comment:"Longest vCenter request (seconds)"`
+
+	FinishedWorkerGracePeriod int `mapstructure:"finishedWorkerGracePeriod" toml:"finishedWorkerGracePeriod" json:"-" default:"180" comment:"A powered-off worker the API no longer knows is deleted after this delay (seconds)"`
+	KillAwolServersInterval   int `mapstructure:"killAwolServersInterval" toml:"killAwolServersInterval" json:"-" default:"60" comment:"Period of the cleanup pass (seconds)"`
+	MaxConcurrentClones       int `mapstructure:"maxConcurrentClones" toml:"maxConcurrentClones" json:"-" default:"10" comment:"vCenter clone tasks run at once"`
+	MaxConcurrentPowerOps     int `mapstructure:"maxConcurrentPowerOps" toml:"maxConcurrentPowerOps" json:"-" default:"20" comment:"vCenter power-on/off tasks run at once"`
+	MaxConcurrentDeletions    int `mapstructure:"maxConcurrentDeletions" toml:"maxConcurrentDeletions" json:"-" default:"5" comment:"vCenter destroy tasks run at once"`
+	CircuitBreakerFailures    int `mapstructure:"circuitBreakerFailures" toml:"circuitBreakerFailures" json:"-" default:"5" comment:"Consecutive vCenter failures after which no job is taken until a probe succeeds (0: off)"`
+	CircuitBreakerProbe       int `mapstructure:"circuitBreakerProbe" toml:"circuitBreakerProbe" json:"-" default:"30" comment:"Period of the vCenter probe while the circuit is open (seconds)"`
 }
 
 // WorkerProvisioning is one entry of workerProvisioning.
@@ -202,6 +210,7 @@ type Provision struct {
 	WorkerBasedir                  string            `mapstructure:"workerBasedir" toml:"workerBasedir" json:"workerBasedir" comment:"Worker base directory (empty: the OS temp dir)"`
 	WorkerLogsOptions              WorkerLogsOptions `mapstructure:"workerLogsOptions" toml:"workerLogsOptions" json:"workerLogsOptions"`
 	MaxAttemptsNumberBeforeFailure int               `mapstructure:"maxAttemptsNumberBeforeFailure" toml:"maxAttemptsNumberBeforeFailure" json:"maxAttemptsNumberBeforeFailure" default:"5" comment:"Spawn attempts for one job before giving up (-1: no limit)"`
+	ShutdownTimeout                int               `mapstructure:"shutdownTimeout" toml:"shutdownTimeout" json:"-" default:"60" comment:"On SIGTERM, how long in-flight spawns may take to finish or roll back (seconds)"`
 }
 
 // WorkerAPIHTTP is the CDS API address given to workers.

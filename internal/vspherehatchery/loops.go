@@ -68,6 +68,9 @@ type OrchestratorOptions struct {
 	// NewName draws a VM name with a prefix (provisioned VMs); nil means
 	// hatchery.GenerateWorkerName.
 	NewName func(prefix string) string
+	// MetricsPeriod is the period of the vSphere metrics collection (30 s when zero);
+	// negative turns the collection off (tests that count vCenter calls).
+	MetricsPeriod time.Duration
 }
 
 // Orchestrator is the part of the vSphere provider that acts on vCenter: it spawns workers
@@ -80,9 +83,10 @@ type OrchestratorOptions struct {
 type Orchestrator struct {
 	*Provider
 
-	timings Timings
-	tick    hatchery.TickFunc
-	newName func(prefix string) string
+	timings       Timings
+	metricsPeriod time.Duration
+	tick          hatchery.TickFunc
+	newName       func(prefix string) string
 	// building holds the v1 models whose template this process is building.
 	building *NameSet
 
@@ -95,11 +99,12 @@ var _ hatchery.Provider = (*Orchestrator)(nil)
 // NewOrchestrator builds the acting half of the provider around p.
 func NewOrchestrator(p *Provider, opts OrchestratorOptions) *Orchestrator {
 	o := &Orchestrator{
-		Provider: p,
-		timings:  opts.Timings.withDefaults(),
-		tick:     opts.Tick,
-		newName:  opts.NewName,
-		building: NewNameSet(),
+		Provider:      p,
+		timings:       opts.Timings.withDefaults(),
+		metricsPeriod: opts.MetricsPeriod,
+		tick:          opts.Tick,
+		newName:       opts.NewName,
+		building:      NewNameSet(),
 	}
 	if o.tick == nil {
 		o.tick = func(_ string, d time.Duration) (<-chan time.Time, func()) {
@@ -109,6 +114,9 @@ func NewOrchestrator(p *Provider, opts OrchestratorOptions) *Orchestrator {
 	}
 	if o.newName == nil {
 		o.newName = hatchery.GenerateWorkerName
+	}
+	if o.metricsPeriod == 0 {
+		o.metricsPeriod = MetricsPeriod
 	}
 	return o
 }
@@ -157,6 +165,18 @@ func (o *Orchestrator) Run(ctx context.Context, svc hatchery.Services) error {
 				}
 			})
 		}()
+	}
+	if o.metricsPeriod > 0 {
+		metrics := NewMetrics(o.Provider)
+		if err := metrics.RegisterViews(); err != nil {
+			o.log.Warn(ctx, "vSphere metrics not exported: %v", err)
+		} else {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				metrics.Run(ctx, o.metricsPeriod)
+			}()
+		}
 	}
 	wg.Wait()
 	return nil

@@ -100,8 +100,10 @@ func newOrch(t *testing.T, cfg config.VSphere, setup func(m *mock_vsphere.MockVS
 	svc := &fakeServices{registered: map[string]struct{}{}}
 	var names atomic.Int32
 	o := NewOrchestrator(p, OrchestratorOptions{
-		Timings: Timings{EnvProbe: 3 * time.Second, EnvProbeEvery: time.Second},
-		Tick:    readyTick,
+		Timings:       Timings{EnvProbe: 3 * time.Second, EnvProbeEvery: time.Second},
+		Tick:          readyTick,
+		MetricsPeriod: -1, // the metrics collection has its own tests
+
 		NewName: func(prefix string) string {
 			return fmt.Sprintf("%s-n%d", prefix, names.Add(1))
 		},
