@@ -45,6 +45,9 @@ type Config struct {
 	RequestTimeout time.Duration
 	// Transport replaces the transport built from Insecure/CAFile (tests, tracing).
 	Transport http.RoundTripper
+	// Metrics records the CDS API call metrics of every request (see NewMetricsTransport);
+	// their views are registered by RegisterViews.
+	Metrics bool
 	// Now is the clock for request headers and session validity; nil means time.Now.
 	Now func() time.Time
 	// Pause waits between HTTP retries (250 ms) and WebSocket reconnections (1 s); nil
@@ -137,6 +140,9 @@ func newClient(cfg Config) (*Client, error) {
 			return nil, err
 		}
 		rt = t
+	}
+	if cfg.Metrics {
+		rt = NewMetricsTransport(rt, c.baseURL)
 	}
 	c.httpClient = &http.Client{Transport: rt, Timeout: c.timeout}
 	return c, nil
