@@ -11,6 +11,7 @@ import (
 
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/cds"
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/hatchery"
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/lifecycle"
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/vsphere"
 )
 
@@ -171,7 +172,23 @@ func (o *Orchestrator) deleteServer(ctx context.Context, svc hatchery.Services, 
 		o.caches.ToDelete.Add(v.Name)
 		return fmt.Errorf("delete VM %q: %w", v.Name, err)
 	}
+	lifecycle.RecordDeletion(ctx, deletionKind(reason))
 	return nil
+}
+
+// deletionKind maps the reason of a deletion to the closed set of the deletions metric.
+func deletionKind(reason string) string {
+	switch {
+	case strings.HasPrefix(reason, "marked"):
+		return lifecycle.DeletionMarked
+	case strings.HasPrefix(reason, "disabled"):
+		return lifecycle.DeletionDisabled
+	case strings.HasPrefix(reason, "worker done"), strings.HasPrefix(reason, "finished"):
+		return lifecycle.DeletionFinished
+	case strings.Contains(reason, "beyond workerTTL"):
+		return lifecycle.DeletionExpired
+	}
+	return lifecycle.DeletionAWOL
 }
 
 // checkRegistrationFailed reports a model registration as failed when its registering VM

@@ -200,16 +200,8 @@ func (p *Provider) clearVMError(vm string) {
 	p.lastErrors().clear(vm)
 }
 
-// vmErrorsByProvider holds the vmErrors of each Provider. It stands in for a field of
-// Provider, which another file owns; moving it there changes only lastErrors.
-var vmErrorsByProvider sync.Map // *Provider -> *vmErrors
-
 func (p *Provider) lastErrors() *vmErrors {
-	if e, ok := vmErrorsByProvider.Load(p); ok {
-		return e.(*vmErrors)
-	}
-	e, _ := vmErrorsByProvider.LoadOrStore(p, newVMErrors())
-	return e.(*vmErrors)
+	return p.errors
 }
 
 // vmErrors is the last error of each VM, by VM name. Entries expire after vmErrorTTL, so

@@ -10,6 +10,7 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/hatchery"
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/lifecycle"
 )
 
 // ErrNoGuestCredentials is returned when neither guestCredentials nor the model give a
@@ -73,14 +74,14 @@ func (o *Orchestrator) waitReady(ctx context.Context, vm *object.VirtualMachine,
 	err := o.client.WaitForGuestOperationsReady(gctx, vm)
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("VM %q: guest operations not ready: %w", name, err)
+		return nil, spawnFailed(lifecycle.SpawnGuestOps, fmt.Errorf("VM %q: guest operations not ready: %w", name, err))
 	}
 	if err := o.waitIP(ctx, vm, name, ip); err != nil {
 		return nil, err
 	}
 	procman, err := o.client.ProcessManager(ctx, vm)
 	if err != nil {
-		return nil, fmt.Errorf("VM %q: %w", name, err)
+		return nil, spawnFailed(lifecycle.SpawnGuestOps, fmt.Errorf("VM %q: %w", name, err))
 	}
 	s := &guestSession{
 		o:       o,
@@ -104,7 +105,7 @@ func (o *Orchestrator) waitIP(ctx context.Context, vm *object.VirtualMachine, na
 		want = &ip
 	}
 	if err := o.client.WaitForVirtualMachineIP(ictx, vm, want, name); err != nil {
-		return fmt.Errorf("VM %q: no IP address: %w", name, err)
+		return spawnFailed(lifecycle.SpawnIPTimeout, fmt.Errorf("VM %q: no IP address: %w", name, err))
 	}
 	return nil
 }
@@ -123,7 +124,7 @@ func (s *guestSession) probe(ctx context.Context) error {
 		if i > 0 {
 			select {
 			case <-pctx.Done():
-				return fmt.Errorf("VM %q: guest cannot run programs: %w (last error: %v)", s.name, pctx.Err(), err)
+				return spawnFailed(lifecycle.SpawnGuestOps, fmt.Errorf("VM %q: guest cannot run programs: %w (last error: %v)", s.name, pctx.Err(), err))
 			case <-ticks:
 			}
 		}
@@ -131,7 +132,7 @@ func (s *guestSession) probe(ctx context.Context) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("VM %q: guest cannot run programs after %d attempts: %w", s.name, attempts, err)
+	return spawnFailed(lifecycle.SpawnGuestOps, fmt.Errorf("VM %q: guest cannot run programs after %d attempts: %w", s.name, attempts, err))
 }
 
 // launch starts the script in the guest as the original does (protocol spec §17.4): the

@@ -35,6 +35,8 @@ type Provider struct {
 
 	ips    *IPPool
 	caches *Caches
+	// errors is the last error of each VM, shown on the status page.
+	errors *vmErrors
 }
 
 // New builds the provider. cfg is the [hatchery.vsphere] table, already validated; logger
@@ -64,6 +66,7 @@ func New(cfg config.VSphere, client vsphere.VSphereClient, logger *log.Logger, n
 		now:    now,
 		ips:    NewIPPool(candidates, now),
 		caches: NewCaches(),
+		errors: newVMErrors(),
 	}, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/cds"
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/config"
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/hatchery"
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/lifecycle"
 )
 
 // rollbackTimeout bounds the power-off of a failed VM.
@@ -40,7 +41,8 @@ var (
 //
 // Once a VM exists, any failure powers it off and marks it for deletion before the error is
 // returned, so the framework can release the job.
-func (o *Orchestrator) SpawnWorker(ctx context.Context, args hatchery.SpawnArguments) error {
+func (o *Orchestrator) SpawnWorker(ctx context.Context, args hatchery.SpawnArguments) (err error) {
+	defer func() { lifecycle.RecordSpawn(ctx, spawnResult(err)) }()
 	model := args.Model
 	if model == nil || (model.ModelV1 == nil && model.ModelV2 == nil) {
 		return fmt.Errorf("spawn worker %q: no worker model", args.WorkerName)
@@ -171,7 +173,7 @@ func (o *Orchestrator) spawnFromClone(ctx context.Context, args hatchery.SpawnAr
 	if err != nil {
 		// Fix of Q16: the original returned success here and the job stayed booked with no
 		// worker; an error makes the framework release it.
-		return fmt.Errorf("spawn worker %q: %w", args.WorkerName, err)
+		return spawnFailed(lifecycle.SpawnCapacity, fmt.Errorf("spawn worker %q: %w", args.WorkerName, err))
 	}
 	model := args.Model
 	a := Annotation{
@@ -187,6 +189,7 @@ func (o *Orchestrator) spawnFromClone(ctx context.Context, args hatchery.SpawnAr
 	if !model.IsV2() {
 		a.WorkerModelLastModified = lastModified(model.ModelV1)
 	}
+	cloneStart := o.now()
 	vm, err := o.clone(ctx, cloneRequest{
 		Name:       args.WorkerName,
 		Source:     source,
@@ -199,8 +202,9 @@ func (o *Orchestrator) spawnFromClone(ctx context.Context, args hatchery.SpawnAr
 		if ip != "" {
 			o.ips.Release(ip)
 		}
-		return fmt.Errorf("spawn worker %q: %w", args.WorkerName, err)
+		return spawnFailed(lifecycle.SpawnClone, fmt.Errorf("spawn worker %q: %w", args.WorkerName, err))
 	}
+	lifecycle.RecordCloneDuration(ctx, o.now().Sub(cloneStart))
 	ctx = context.WithValue(ctx, fieldVMName, args.WorkerName)
 	o.log.Info(ctx, "VM %q cloned from %q", args.WorkerName, sourceName)
 	if err := o.startWorker(ctx, vm, args.WorkerName, ip, args, creds); err != nil {
@@ -228,7 +232,7 @@ func (o *Orchestrator) startWorker(ctx context.Context, vm *object.VirtualMachin
 		return err
 	}
 	if err := session.launch(ctx, args.LaunchScript, args.Env); err != nil {
-		return err
+		return spawnFailed(lifecycle.SpawnLaunch, err)
 	}
 	o.log.Info(ctx, "worker %q launched in VM %q", args.WorkerName, name)
 	return nil
@@ -286,6 +290,7 @@ func (o *Orchestrator) provisionedReady(ctx context.Context, name string) (*obje
 // that after a restart no second VM is made for the job.
 func (o *Orchestrator) reuseProvisioned(ctx context.Context, args hatchery.SpawnArguments, candidate VM, vm *object.VirtualMachine, flavor *config.Flavor, creds guestCredentials) error {
 	ctx = context.WithValue(ctx, fieldVMName, candidate.Name)
+	claimStart := o.now()
 	current := candidate.Name
 	fail := func(err error) error {
 		return o.abandon(ctx, vm, current, fmt.Errorf("spawn worker %q on provisioned VM %q: %w", args.WorkerName, candidate.Name, err))
@@ -318,8 +323,9 @@ func (o *Orchestrator) reuseProvisioned(ctx context.Context, args hatchery.Spawn
 	current = args.WorkerName
 	// The original paused 2 s here; the rename task has completed, nothing to wait for.
 	if err := o.client.StartVirtualMachine(ctx, vm); err != nil {
-		return fail(err)
+		return fail(spawnFailed(lifecycle.SpawnPowerOn, err))
 	}
+	lifecycle.RecordClaimLatency(ctx, o.now().Sub(claimStart))
 	o.log.Info(ctx, "provisioned VM %q reused as %q", candidate.Name, args.WorkerName)
 	if err := o.startWorker(ctx, vm, args.WorkerName, candidate.Annotation.IPAddress, args, creds); err != nil {
 		return fail(err)
@@ -337,10 +343,37 @@ func (o *Orchestrator) abandon(ctx context.Context, vm *object.VirtualMachine, n
 		o.log.Warn(ctx, "power off failed VM %q: %v", name, err)
 	}
 	o.markForDeletion(name)
+	o.recordVMError(name, cause)
 	return cause
 }
 
 // markForDeletion records a VM for the next cleanup pass, which deletes it.
 func (o *Orchestrator) markForDeletion(name string) {
 	o.caches.ToDelete.Add(name)
+}
+
+// spawnFailure carries the stage at which a spawn failed, for the spawns metric.
+type spawnFailure struct {
+	stage string
+	err   error
+}
+
+func (f *spawnFailure) Error() string { return f.err.Error() }
+func (f *spawnFailure) Unwrap() error { return f.err }
+
+func spawnFailed(stage string, err error) error { return &spawnFailure{stage: stage, err: err} }
+
+// spawnResult is the spawns metric result of a SpawnWorker outcome.
+func spawnResult(err error) string {
+	if err == nil {
+		return lifecycle.SpawnOK
+	}
+	var f *spawnFailure
+	if errors.As(err, &f) {
+		return f.stage
+	}
+	if errors.Is(err, ErrNoFreeIP) {
+		return lifecycle.SpawnCapacity
+	}
+	return lifecycle.Other
 }
