@@ -7,6 +7,7 @@ package tools
 import (
 	_ "contrib.go.opencensus.io/exporter/prometheus"
 	_ "github.com/BurntSushi/toml"
+	_ "github.com/chromedp/chromedp"
 	_ "github.com/coder/websocket"
 	_ "github.com/golang-jwt/jwt/v5"
 	_ "github.com/prometheus/common/expfmt"
