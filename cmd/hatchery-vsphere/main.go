@@ -59,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer, environ []string) int {
 		fmt.Fprint(stdout, usageText)
 		return 0
 	// The demo and bench commands will be dispatched here.
+	case "demo":
+		return runDemo(args[1:], stdout, stderr)
 	default:
 		return usageError(stderr, fmt.Sprintf("unknown command %q", args[0]))
 	}

@@ -11,14 +11,14 @@ import (
 	"github.com/rockbears/log"
 
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/config"
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/daemon"
 )
 
 // startDaemon runs the hatchery until ctx is cancelled (SIGINT/SIGTERM) and returns nil
 // on a clean stop. This is the seam where the daemon is plugged in; until then it only
 // waits for the signal.
 var startDaemon = func(ctx context.Context, cfg *config.File, logger *log.Logger) error {
-	<-ctx.Done()
-	return nil
+	return daemon.Run(ctx, cfg, logger)
 }
 
 // signalContext is replaced by tests, which cannot send signals to themselves safely.
