@@ -215,18 +215,12 @@ func TestStartFailures(t *testing.T) {
 	}
 }
 
-func TestDefaultDaemonWaitsForTheSignal(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- startDaemon(ctx, &config.File{}, log.New()) }()
-	select {
-	case <-done:
-		t.Fatal("returned before cancellation")
-	default:
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("err = %v", err)
+func TestDaemonRefusesAConfigurationItCannotRun(t *testing.T) {
+	// The daemon itself re-checks what it needs before touching the network: a file that
+	// skipped validation must not start a half-configured hatchery.
+	err := startDaemon(context.Background(), &config.File{}, log.New())
+	if err == nil || !strings.Contains(err.Error(), "rsaPrivateKey") {
+		t.Errorf("startDaemon(empty config) = %v, want an error naming rsaPrivateKey", err)
 	}
 }
 
