@@ -24,6 +24,7 @@ import (
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/cds"
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/config"
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/hatchery"
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/lifecycle"
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/vsphere"
 )
 
@@ -98,6 +99,10 @@ func Run(ctx context.Context, cfg *config.File, logger *log.Logger, opts ...Opti
 	if err != nil {
 		return fmt.Errorf("rsaPrivateKey: %w", err)
 	}
+	// The lifecycle and call metrics read the hatchery's name from the context.
+	if ctx, err = lifecycle.WithService(ctx, common.Name); err != nil {
+		return err
+	}
 	v1, v2, err := newAPIClients(cfg, key, o.now, logger)
 	if err != nil {
 		return err
@@ -115,7 +120,8 @@ func Run(ctx context.Context, cfg *config.File, logger *log.Logger, opts ...Opti
 		}
 	}()
 
-	provider, err := o.provider(ctx, ProviderInput{Config: vs, Client: vc, Logger: logger, Now: o.now, Tick: o.tick})
+	// Every vCenter call of the provider is counted and timed by method.
+	provider, err := o.provider(ctx, ProviderInput{Config: vs, Client: vsphere.Instrument(vc), Logger: logger, Now: o.now, Tick: o.tick})
 	if err != nil {
 		return fmt.Errorf("build the vSphere provider: %w", err)
 	}
@@ -166,6 +172,7 @@ func Run(ctx context.Context, cfg *config.File, logger *log.Logger, opts ...Opti
 		Views:       views,
 		EnablePprof: common.HTTP.EnablePprof,
 		Now:         o.now,
+		Extra:       statusPage(common.Name, h, provider, o.now),
 	})
 
 	logger.Info(ctx, "hatchery %q serving /mon on %s", common.Name, ln.Addr())
@@ -197,6 +204,7 @@ func newAPIClients(cfg *config.File, key *rsa.PrivateKey, now func() time.Time, 
 		RequestTimeout: common.API.RequestTimeoutDuration(),
 		Now:            now,
 		Logger:         logger,
+		Metrics:        true,
 	}
 	var v1, v2 *cds.Client
 	if common.API.Token != "" {
@@ -278,6 +286,11 @@ func newMetrics(logger *log.Logger) (http.Handler, func() []*view.View, error) {
 	if err := registerHTTPViews(); err != nil {
 		return nil, nil, err
 	}
+	for _, register := range []func() error{lifecycle.RegisterViews, vsphere.RegisterViews, cds.RegisterViews} {
+		if err := register(); err != nil {
+			return nil, nil, err
+		}
+	}
 	exporter, err := ocprom.NewExporter(ocprom.Options{
 		Registry: prometheus.NewRegistry(),
 		OnError: func(err error) {
@@ -332,4 +345,18 @@ func serveHTTP(ctx context.Context, srv *http.Server, ln net.Listener) error {
 		return fmt.Errorf("shut down the HTTP server on %s: %w", ln.Addr(), err)
 	}
 	return nil
+}
+
+// statusPage serves the live status page (/, /mon/ui) and its data (/mon/vms): identity
+// and health from the framework, capacity, pools and VMs from the provider when it can
+// describe them.
+func statusPage(name string, h *hatchery.Hatchery, provider hatchery.Provider, now func() time.Time) map[string]http.Handler {
+	src, _ := provider.(hatchery.DashboardSource)
+	return hatchery.NewUIHandlers(hatchery.NewDashboardSource(hatchery.DashboardOptions{
+		Hatchery: name,
+		Version:  hatchery.Version,
+		Status:   h.Status,
+		Provider: src,
+		Now:      now,
+	}))
 }

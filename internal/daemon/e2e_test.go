@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"encoding/json"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -68,8 +70,39 @@ func TestV2JobRunsInAClonedVMThatIsDeletedAfterwards(t *testing.T) {
 		t.Errorf("workers launched = %d, want 1", n)
 	}
 	checkNoProblems(t, h)
+	checkOperatorViews(t, "http://"+d.addr)
 	if err := d.stop(); err != nil {
 		t.Fatalf("Run after cancel = %v", err)
+	}
+}
+
+// checkOperatorViews checks, after a job went through, that what an operator looks at
+// tells it: the lifecycle and call metrics of the spawn, the status page and its data.
+func checkOperatorViews(t *testing.T, base string) {
+	t.Helper()
+	_, _, metrics := get(t, base+"/mon/metrics")
+	for _, want := range []string{
+		`cds_hatchery_vsphere_spawns_total{result="ok",service_name=`,
+		`cds_hatchery_vsphere_clone_duration_seconds_count`,
+		`cds_hatchery_vsphere_vcenter_calls_total{method="CloneVirtualMachine",result="ok"`,
+		`cds_hatchery_cds_api_calls_total{endpoint="POST /v2/queue/{region}/job/{runJobID}/hatchery/take"`,
+		`cds_hatchery_vsphere_deletions_total{reason=`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/mon/metrics lacks %s", want)
+		}
+	}
+	code, hdr, page := get(t, base+"/")
+	if code != http.StatusOK || !strings.HasPrefix(hdr.Get("Content-Type"), "text/html") || !strings.Contains(string(page), "<table") {
+		t.Errorf("status page: %d %q", code, hdr.Get("Content-Type"))
+	}
+	code, _, data := get(t, base+"/mon/vms")
+	var dash struct {
+		Hatchery string            `json:"hatchery"`
+		Capacity []json.RawMessage `json:"capacity"`
+	}
+	if err := json.Unmarshal(data, &dash); code != http.StatusOK || err != nil || dash.Hatchery == "" || len(dash.Capacity) == 0 {
+		t.Errorf("/mon/vms = %d %v: %s", code, err, data)
 	}
 }
 

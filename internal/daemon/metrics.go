@@ -1,6 +1,13 @@
 package daemon
 
-import "github.com/hatchery-vsphere/hatchery-vsphere/internal/hatchery"
+import (
+	"go.opencensus.io/stats/view"
+
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/cds"
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/hatchery"
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/lifecycle"
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/vsphere"
+)
 
 // knownViewNames are the views /mon/metrics/all may describe (protocol spec §23), in the
 // order they are listed. OpenCensus cannot enumerate registered views, so they are looked
@@ -52,6 +59,11 @@ func registeredViewNames() []string {
 	names := append([]string(nil), knownViewNames...)
 	for _, v := range hatchery.HTTPServerViews() {
 		names = append(names, v.Name)
+	}
+	for _, views := range [][]*view.View{lifecycle.Views(), vsphere.MetricViews(), cds.MetricViews()} {
+		for _, v := range views {
+			names = append(names, v.Name)
+		}
 	}
 	return names
 }
