@@ -6,7 +6,7 @@ RUN go mod download
 COPY . .
 ARG VERSION=dev
 RUN CGO_ENABLED=0 go build -trimpath \
-      -ldflags "-s -w -X main.version=0.57.0+hatchery-vsphere.${VERSION}" \
+      -ldflags "-s -w -X github.com/hatchery-vsphere/hatchery-vsphere/internal/hatchery.GitHash=${VERSION}" \
       -o /out/hatchery-vsphere ./cmd/hatchery-vsphere
 
 # Run stage: no shell, no package manager, not root.

@@ -2,7 +2,8 @@
 GO      ?= go
 BIN     ?= hatchery-vsphere
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X main.version=0.57.0+hatchery-vsphere.$(VERSION)
+PKG     := github.com/hatchery-vsphere/hatchery-vsphere/internal/hatchery
+LDFLAGS := -s -w -X $(PKG).GitHash=$(VERSION) -X $(PKG).BuildTime=$(shell date -u +%FT%TZ)
 
 .PHONY: build test lint generate verify-generate bench demo docker
 

@@ -13,12 +13,8 @@ import (
 	"strings"
 
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/config"
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/hatchery"
 )
-
-// version is reported to the CDS API and on /mon/version. The API compares it with its
-// own version (quirk Q30), hence a 0.57.0 prefix. Set at build time with
-// -ldflags "-X main.version=...".
-var version = "0.57.0+hatchery-vsphere.dev"
 
 const usageText = `Usage: hatchery-vsphere <command> [flags]
 
@@ -27,6 +23,8 @@ Commands:
   config new                    print a complete, commented configuration file
   config check --config FILE    validate a configuration file
   version                       print the version
+  demo [--jobs N] [--keep-running] [--verbose]
+                                run against an in-process simulated vCenter and CDS API
   help                          print this help
 
 Every configuration key can be overridden by an environment variable: CDS_ and its TOML
@@ -53,12 +51,11 @@ func run(args []string, stdout, stderr io.Writer, environ []string) int {
 		if len(args) > 1 {
 			return usageError(stderr, "version takes no argument")
 		}
-		fmt.Fprintf(stdout, "hatchery-vsphere %s %s/%s %s\n", version, runtime.GOOS, runtime.GOARCH, runtime.Version())
+		fmt.Fprintf(stdout, "hatchery-vsphere %s (commit %s) %s/%s %s\n", hatchery.Version, orUnknown(hatchery.GitHash), runtime.GOOS, runtime.GOARCH, runtime.Version())
 		return 0
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usageText)
 		return 0
-	// The demo and bench commands will be dispatched here.
 	case "demo":
 		return runDemo(args[1:], stdout, stderr)
 	default:
@@ -159,4 +156,11 @@ func indent(err error) string {
 		lines[i] = "  - " + l
 	}
 	return strings.Join(lines, "\n")
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
 }

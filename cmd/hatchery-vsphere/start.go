@@ -12,6 +12,7 @@ import (
 
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/config"
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/daemon"
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/hatchery"
 )
 
 // startDaemon runs the hatchery until ctx is cancelled (SIGINT/SIGTERM) and returns nil
@@ -59,7 +60,7 @@ func runStart(args []string, stdout, stderr io.Writer, environ []string) int {
 	} else {
 		logger.Warn(ctx, "cannot print the configuration: %v", err)
 	}
-	logger.Info(ctx, "hatchery-vsphere %s starting as %q", version, cfg.Hatchery.VSphere.CommonConfiguration.Name)
+	logger.Info(ctx, "hatchery-vsphere %s starting as %q", hatchery.Version, cfg.Hatchery.VSphere.CommonConfiguration.Name)
 	if err := startDaemon(ctx, cfg, logger); err != nil {
 		logger.Error(ctx, "hatchery stopped: %v", err)
 		return 1
