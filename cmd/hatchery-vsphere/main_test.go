@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/rockbears/log"
@@ -146,14 +147,14 @@ func TestVersion(t *testing.T) {
 func fakeDaemon(t *testing.T, err error) *config.File {
 	t.Helper()
 	got := &config.File{}
-	prevDaemon, prevSignal := startDaemon, signalContext
+	prevDaemon := startDaemon
 	startDaemon = func(ctx context.Context, cfg *config.File, logger *log.Logger) error {
 		*got = *cfg
 		logger.Info(ctx, "daemon ran")
 		return err
 	}
-	signalContext = func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) }
-	t.Cleanup(func() { startDaemon, signalContext = prevDaemon, prevSignal })
+	t.Cleanup(func() { startDaemon = prevDaemon })
+	fakeSignals(t)
 	return got
 }
 
@@ -246,5 +247,80 @@ func TestLoggerFormats(t *testing.T) {
 	l.Info(context.WithValue(ctx, field, "noisy"), "skipped")
 	if !strings.Contains(buf.String(), "kept worker=w1\n") || strings.Contains(buf.String(), "skipped") || strings.Contains(buf.String(), "source_line") {
 		t.Errorf("text fields: %q", buf.String())
+	}
+}
+
+// fakeSignals replaces the process signals and exit for one test: send on the returned
+// channel (once run has started) to deliver a signal; exits receives the codes exitNow got.
+func fakeSignals(t *testing.T) (signals <-chan chan<- os.Signal, exits <-chan int) {
+	t.Helper()
+	sigCh := make(chan chan<- os.Signal, 1)
+	exitCh := make(chan int, 1)
+	prevNotify, prevExit := notifySignals, exitNow
+	notifySignals = func(ch chan<- os.Signal) func() {
+		sigCh <- ch
+		return func() {}
+	}
+	exitNow = func(code int) { exitCh <- code }
+	t.Cleanup(func() { notifySignals, exitNow = prevNotify, prevExit })
+	return sigCh, exitCh
+}
+
+// drainingDaemon replaces startDaemon with one that, once stopped, drains until drained
+// is closed. stopping receives when its context ends.
+func drainingDaemon(t *testing.T) (stopping <-chan struct{}, drained chan<- struct{}) {
+	t.Helper()
+	stopCh, drainCh := make(chan struct{}), make(chan struct{})
+	prev := startDaemon
+	startDaemon = func(ctx context.Context, _ *config.File, _ *log.Logger) error {
+		<-ctx.Done()
+		close(stopCh)
+		<-drainCh
+		return nil
+	}
+	t.Cleanup(func() { startDaemon = prev })
+	return stopCh, drainCh
+}
+
+func TestFirstSignalDrainsAndExitsZero(t *testing.T) {
+	signals, exits := fakeSignals(t)
+	stopping, drained := drainingDaemon(t)
+	path := writeFile(t, filledExample(t))
+	done := make(chan result, 1)
+	go func() { done <- runCLI(t, nil, "start", "--config", path) }()
+
+	(<-signals) <- syscall.SIGTERM
+	<-stopping // the daemon's context ended: it drains
+	close(drained)
+	r := <-done
+	if r.code != 0 || !strings.Contains(r.stdout, "received terminated: stopping") {
+		t.Errorf("start = %d\n%s", r.code, r.stdout)
+	}
+	select {
+	case code := <-exits:
+		t.Errorf("exited at once with %d after a single signal", code)
+	default:
+	}
+}
+
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	signals, exits := fakeSignals(t)
+	stopping, drained := drainingDaemon(t)
+	path := writeFile(t, filledExample(t))
+	done := make(chan result, 1)
+	go func() { done <- runCLI(t, nil, "start", "--config", path) }()
+
+	sigs := <-signals
+	sigs <- os.Interrupt
+	<-stopping
+	sigs <- os.Interrupt // the drain is still under way
+	if code := <-exits; code != exitCodeSecondSignal {
+		t.Errorf("exit code %d, want %d", code, exitCodeSecondSignal)
+	}
+	// A real process is gone by now; let the fake daemon end so the test can.
+	close(drained)
+	r := <-done
+	if !strings.Contains(r.stdout, "received interrupt again: exiting at once") {
+		t.Errorf("no log line for the forced exit:\n%s", r.stdout)
 	}
 }

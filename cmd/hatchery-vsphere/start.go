@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"github.com/rockbears/log"
@@ -15,16 +16,49 @@ import (
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/hatchery"
 )
 
-// startDaemon runs the hatchery until ctx is cancelled (SIGINT/SIGTERM) and returns nil
-// on a clean stop. This is the seam where the daemon is plugged in; until then it only
-// waits for the signal.
+// startDaemon runs the hatchery until ctx is cancelled (first SIGINT/SIGTERM), drains it
+// and returns nil on a clean stop. Tests replace it.
 var startDaemon = func(ctx context.Context, cfg *config.File, logger *log.Logger) error {
 	return daemon.Run(ctx, cfg, logger)
 }
 
-// signalContext is replaced by tests, which cannot send signals to themselves safely.
+// signalContext is a context cancelled by SIGINT or SIGTERM, for the commands that need no
+// drain (demo, bench); tests replace it.
 var signalContext = func() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// notifySignals delivers SIGINT and SIGTERM to ch until stop is called. Tests replace it,
+// since they cannot send signals to themselves safely.
+var notifySignals = func(ch chan<- os.Signal) (stop func()) {
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	return func() { signal.Stop(ch) }
+}
+
+// exitNow ends the process without waiting for anything; tests replace it.
+var exitNow = os.Exit
+
+// exitCodeSecondSignal is the exit code of a stop forced by a second signal (128+SIGINT,
+// what shells report for an interrupted program).
+const exitCodeSecondSignal = 130
+
+// watchSignals turns the first signal into a graceful stop (cancel: the daemon drains) and
+// a second one into an immediate exit. It returns when quit is closed.
+func watchSignals(logger *log.Logger, sigs <-chan os.Signal, cancel context.CancelFunc, quit <-chan struct{}) {
+	ctx := context.Background()
+	select {
+	case <-quit:
+		return
+	case sig := <-sigs:
+		logger.Info(ctx, "received %s: stopping (in-flight spawns may take up to shutdownTimeout); send it again to exit at once", sig)
+		cancel()
+	}
+	select {
+	case <-quit:
+	case sig := <-sigs:
+		logger.Warn(ctx, "received %s again: exiting at once", sig)
+		exitNow(exitCodeSecondSignal)
+	}
 }
 
 func runStart(args []string, stdout, stderr io.Writer, environ []string) int {
@@ -52,8 +86,18 @@ func runStart(args []string, stdout, stderr io.Writer, environ []string) int {
 	}
 
 	logger := newLogger(cfg.Log, stdout)
-	ctx, stop := signalContext()
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	stopNotify := notifySignals(sigs)
+	defer stopNotify()
+	quit := make(chan struct{})
+	var watcher sync.WaitGroup
+	watcher.Go(func() { watchSignals(logger, sigs, cancel, quit) })
+	defer func() {
+		close(quit)
+		watcher.Wait()
+	}()
 
 	if dump, err := cfg.RedactedJSON(); err == nil {
 		logger.Debug(ctx, "configuration: %s", dump)

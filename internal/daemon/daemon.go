@@ -135,6 +135,8 @@ func Run(ctx context.Context, cfg *config.File, logger *log.Logger, opts ...Opti
 		Hostname:   o.hostname,
 		Intervals:  o.intervals,
 		Tick:       o.tick,
+		// The vCenter session alert is the daemon's: it owns the vCenter client.
+		ExtraStatus: sessionStatus(vc),
 	}
 	// Assigning a nil *cds.Client to the interface would make it non-nil.
 	if v1 != nil {

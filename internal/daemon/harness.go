@@ -247,6 +247,9 @@ func (h *Harness) Options() []Option {
 		WithProvider(NewVSphereProvider(VSphereProviderOptions{Timings: vspherehatchery.Timings{
 			Cleanup:       100 * time.Millisecond,
 			EnvProbeEvery: 20 * time.Millisecond,
+			// The simulated worker powers its VM off as soon as its job is done: no need to
+			// wait finishedWorkerGracePeriod (whole seconds) before deleting it.
+			FinishedGrace: 100 * time.Millisecond,
 		}})),
 	}
 }

@@ -98,8 +98,9 @@ func (iv Intervals) withDefaults() Intervals {
 }
 
 // TickFunc makes the tick source of a named loop ("poll-v1", "poll-v2", "model-refresh",
-// "register", "heartbeat-v1", "heartbeat-v2", "signin-v1", "signin-v2", "cdn") with period
-// d, and the function that stops it.
+// "register", "heartbeat-v1", "heartbeat-v2", "signin-v1", "signin-v2", "cdn", and
+// "shutdown", whose first tick ends the shutdown grace) with period d, and the function
+// that stops it.
 type TickFunc func(name string, d time.Duration) (ticks <-chan time.Time, stop func())
 
 func realTick(_ string, d time.Duration) (<-chan time.Time, func()) {
@@ -133,6 +134,9 @@ type Options struct {
 	// Tracker records the framework goroutines for the goroutine/<name> status lines; nil
 	// means a tracker of its own.
 	Tracker *GoroutineTracker
+	// ExtraStatus, when set, gives monitoring lines appended after the provider's (e.g. the
+	// daemon's vCenter session alert). They are stamped like the others.
+	ExtraStatus func(ctx context.Context) []cds.MonitoringStatusLine
 }
 
 // Log fields of the framework (registered on the logger by New).
@@ -176,6 +180,13 @@ type Hatchery struct {
 	startedAt time.Time
 	cdn       cdnSettings
 	v2Region  string
+
+	// stopCh is closed when Run starts draining; nil outside Run (never stopping).
+	stopCh <-chan struct{}
+	// booked holds the jobs booked or taken and not yet started nor released.
+	booked *bookedJobs
+	// extraStatus adds status lines (Options.ExtraStatus).
+	extraStatus func(context.Context) []cds.MonitoringStatusLine
 }
 
 // cdnSettings are the CDN addresses in use (configuration, completed by the API, §3.8).
@@ -239,6 +250,8 @@ func New(opts Options) (*Hatchery, error) {
 		h.routines = NewGoroutineTracker()
 	}
 	h.pending = newPendingSet(h.now)
+	h.booked = newBookedJobs()
+	h.extraStatus = opts.ExtraStatus
 	h.attempts = newAttemptCounter(h.now)
 	h.models = &modelCache{}
 	h.provLimit = opts.Config.Provision.MaxConcurrentProvisioning
@@ -279,9 +292,16 @@ func parseRSAPrivateKey(text string) (*rsa.PrivateKey, error) {
 }
 
 // Run signs in, bootstraps the CDN configuration and the v1 model list (§1 steps 5-6), then
-// runs the provider, discovery, worker starters, the main loop and the heartbeats under one
-// errgroup until ctx is done or one of them fails (a fatal v1 heartbeat, a provider error).
-// On the way out it signs the v1 session out.
+// runs the provider, discovery, worker starters, the main loop and the heartbeats until ctx
+// is done or one of them fails (a fatal v1 heartbeat, a provider error).
+//
+// Stopping is a drain, not a cut (design §3 "Stop"): once ctx is done (or a part failed),
+// discovery, the main loop, the heartbeats and the provider's loops stop at once, so nothing
+// new is booked or taken; the worker starters already spawning go on with a context that
+// outlives ctx by Provision.ShutdownGrace() (shutdownTimeout), after which it is cancelled
+// so the provider rolls back and the framework releases the job. Jobs still booked or taken
+// but not started are then released, and the v1 session is signed out. Run returns nil
+// after a stop asked through ctx.
 func (h *Hatchery) Run(ctx context.Context) error {
 	h.mu.Lock()
 	h.startedAt = h.now()
@@ -295,6 +315,13 @@ func (h *Hatchery) Run(ctx context.Context) error {
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	// The starters stop taking requests when gctx ends, but their spawns run on spawnCtx,
+	// which only the drain cancels.
+	spawnCtx, cancelSpawns := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelSpawns()
+	h.stopCh = gctx.Done()
+	var starters errgroup.Group
+
 	g.Go(func() error {
 		if err := h.provider.Run(gctx, h); err != nil && gctx.Err() == nil {
 			return fmt.Errorf("provider: %w", err)
@@ -308,7 +335,9 @@ func (h *Hatchery) Run(ctx context.Context) error {
 		h.goTracked(g, gctx, "queuePolling", h.discoverV1)
 	}
 	for i := 0; i < h.provLimit; i++ {
-		h.goTracked(g, gctx, fmt.Sprintf("workerStarter-%d", i), h.runStarter)
+		h.goTracked(&starters, spawnCtx, fmt.Sprintf("workerStarter-%d", i), func(sctx context.Context) error {
+			return h.starterLoop(gctx.Done(), sctx)
+		})
 	}
 	h.goTracked(g, gctx, "mainRoutine", h.mainLoop)
 	if h.v1 != nil {
@@ -329,7 +358,9 @@ func (h *Hatchery) Run(ctx context.Context) error {
 			return nil
 		})
 	}
-	return g.Wait()
+	err := g.Wait()
+	h.drain(ctx, &starters, cancelSpawns)
+	return err
 }
 
 // goTracked runs fn in g and reports it Running / NOT running in the status lines.

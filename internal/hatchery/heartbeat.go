@@ -72,6 +72,9 @@ func (h *Hatchery) Status(ctx context.Context) cds.MonitoringStatus {
 		lines = append(lines, h.workersLine(ctx, sl))
 	}
 	lines = append(lines, providerOthers...)
+	if h.extraStatus != nil {
+		lines = append(lines, sl.Stamp(h.extraStatus(ctx))...)
+	}
 	return cds.MonitoringStatus{Now: now, Lines: lines}
 }
 

@@ -46,6 +46,10 @@ func (h *Hatchery) handleV1Job(ctx context.Context, id int64) {
 		}
 	}()
 
+	if ok, reason := h.accepting(ctx); !ok {
+		h.log.Debug(ctx, "provider not accepting work (%s), skipping v1 job %d", reason, id)
+		return
+	}
 	job, err := h.v1.QueueJobInfo(ctx, id)
 	if err != nil {
 		if !cds.ErrorIs(err, cds.ErrIDWorkflowNodeJobRunNotFound) {

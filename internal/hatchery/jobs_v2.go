@@ -22,6 +22,10 @@ func (h *Hatchery) handleV2Job(ctx context.Context, id string) {
 		}
 	}()
 
+	if ok, reason := h.accepting(ctx); !ok {
+		h.log.Debug(ctx, "provider not accepting work (%s), skipping v2 job %s", reason, id)
+		return
+	}
 	info, err := h.v2.V2QueueJobInfo(ctx, h.region2(), id)
 	if err != nil {
 		if !cds.ErrorIs(err, cds.ErrIDNotFound) {

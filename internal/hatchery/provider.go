@@ -69,6 +69,9 @@ type Services interface {
 	ReportModelSpawnError(ctx context.Context, group, name, message string) error
 	// SendJobInfo posts an info message on a v2 job (errors are only logged).
 	SendJobInfo(ctx context.Context, region, jobID, level, message string)
+	// ReleaseJob gives a job back to the queue: DELETE book for a v1 job ID, DELETE take
+	// for a v2 run-job UUID in region (the hatchery's v2 region when empty).
+	ReleaseJob(ctx context.Context, jobID, region string) error
 }
 
 // PoolWorker is one entry of the worker pool: a registered worker or a started VM not yet

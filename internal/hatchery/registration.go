@@ -28,6 +28,10 @@ func (h *Hatchery) registrationPass(ctx context.Context) error {
 	if len(models) == 0 {
 		return errors.New("no model")
 	}
+	if ok, reason := h.accepting(ctx); !ok {
+		h.log.Debug(ctx, "provider not accepting work (%s), no registration", reason)
+		return nil
+	}
 	current, err := h.WorkerPool(ctx, cds.StatusRegistering)
 	if err != nil {
 		h.log.Error(ctx, "registration: %v", err)
@@ -123,6 +127,10 @@ func (h *Hatchery) spawnRegistration(ctx context.Context, req spawnRequest) {
 	h.nbWorkerToStart.Add(1)
 	defer h.nbWorkerToStart.Add(-1)
 
+	if h.stopping() {
+		h.log.Debug(ctx, "hatchery stopping, not starting the registration")
+		return
+	}
 	workerName := GenerateWorkerName(PrefixRegister)
 	ctx = context.WithValue(ctx, fieldWorker, workerName)
 	report := func(err error) {

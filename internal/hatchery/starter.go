@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/cds"
@@ -11,12 +12,25 @@ import (
 
 // runStarter is one worker starter (§11.3): it takes spawn requests until ctx ends.
 func (h *Hatchery) runStarter(ctx context.Context) error {
+	return h.starterLoop(ctx.Done(), ctx)
+}
+
+// starterLoop takes spawn requests until stop is closed and spawns with ctx, which may
+// outlive stop: a spawn under way when the hatchery starts draining finishes or rolls back
+// on its own deadline. A request taken after stop is dropped: nothing was booked for it yet.
+func (h *Hatchery) starterLoop(stop <-chan struct{}, ctx context.Context) error {
 	for {
 		select {
+		case <-stop:
+			return nil
 		case <-ctx.Done():
 			return nil
 		case req := <-h.starterCh:
 			h.metrics.inc(ctx, mChanStarterPop)
+			if isClosed(stop) {
+				h.dropRequest(req)
+				return nil
+			}
 			if req.registerOnly {
 				h.spawnRegistration(ctx, req)
 			} else {
@@ -25,6 +39,27 @@ func (h *Hatchery) runStarter(ctx context.Context) error {
 		}
 	}
 }
+
+// dropRequest forgets a spawn request that will not be served.
+func (h *Hatchery) dropRequest(req spawnRequest) {
+	if req.registerOnly {
+		h.registrationsInFlight.Add(-1)
+		return
+	}
+	h.pending.remove(req.jobID)
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// stopping tells whether Run is draining: nothing new may be booked, taken or spawned.
+func (h *Hatchery) stopping() bool { return isClosed(h.stopCh) }
 
 // tryStartSlot increments nbWorkerToStart unless it has reached limit. Check and increment
 // are one step, so concurrent starters cannot overshoot the limit together.
@@ -52,6 +87,17 @@ func (h *Hatchery) spawnForJob(ctx context.Context, req spawnRequest) {
 	}
 	defer h.nbWorkerToStart.Add(-1)
 	h.metrics.inc(ctx, mSpawningWorkers)
+
+	// The last gates before the job is booked: the hatchery is not stopping and the
+	// provider accepts work (Gate).
+	if h.stopping() {
+		h.log.Debug(ctx, "hatchery stopping, not booking job %s", req.jobID)
+		return
+	}
+	if ok, reason := h.accepting(ctx); !ok {
+		h.log.Info(ctx, "provider not accepting work (%s), not booking job %s", reason, req.jobID)
+		return
+	}
 
 	isV2 := cds.IsUUID(req.jobID)
 	workerName := GenerateWorkerName("")
@@ -88,6 +134,7 @@ func (h *Hatchery) spawnForJob(ctx context.Context, req spawnRequest) {
 		h.sendSpawnInfo(ctx, req.v1JobID, cds.MsgSpawnInfoHatcheryStarts, h.cfg.Name, workerName, modelName)
 	}
 	bookedAt := h.now()
+	h.booked.add(req.jobID, region)
 
 	token, err := h.workerToken(req, workerName, modelName)
 	if err != nil {
@@ -111,6 +158,9 @@ func (h *Hatchery) spawnForJob(ctx context.Context, req spawnRequest) {
 	if err != nil {
 		h.metrics.inc(ctx, mSpawningErrors)
 		h.log.Error(ctx, "spawn worker %q for job %s: %v", workerName, req.jobID, err)
+		// The user is told even when the spawn was cancelled by a shutdown.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.iv.CallDeadline)
+		defer cancel()
 		d := h.now().Sub(bookedAt).Round(time.Second)
 		e := userErrorText(err)
 		if isV2 {
@@ -122,6 +172,7 @@ func (h *Hatchery) spawnForJob(ctx context.Context, req spawnRequest) {
 		h.releaseJob(ctx, req, region)
 		return
 	}
+	h.booked.remove(req.jobID)
 	h.metrics.inc(ctx, mSpawnedWorkers)
 	h.log.Info(ctx, "worker %q started for job %s", workerName, req.jobID)
 	if !isV2 && req.deprecated {
@@ -134,15 +185,34 @@ func (h *Hatchery) spawnForJob(ctx context.Context, req spawnRequest) {
 func (h *Hatchery) releaseJob(ctx context.Context, req spawnRequest, region string) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.iv.CallDeadline)
 	defer cancel()
+	if err := h.release(rctx, req.jobID, region); err != nil {
+		h.log.Error(ctx, "%v", err)
+	}
+}
+
+// release sends DELETE book (v1 job ID) or DELETE take (v2 UUID) and forgets the booking.
+func (h *Hatchery) release(ctx context.Context, jobID, region string) error {
 	var err error
-	if cds.IsUUID(req.jobID) {
-		err = h.v2.V2QueueJobRelease(rctx, region, req.jobID)
+	if cds.IsUUID(jobID) {
+		if h.v2 == nil {
+			return fmt.Errorf("release v2 job %s: no v2 client", jobID)
+		}
+		err = h.v2.V2QueueJobRelease(ctx, region, jobID)
 	} else {
-		err = h.v1.QueueJobRelease(rctx, req.v1JobID)
+		if h.v1 == nil {
+			return fmt.Errorf("release v1 job %s: no v1 client", jobID)
+		}
+		id, perr := strconv.ParseInt(jobID, 10, 64)
+		if perr != nil {
+			return fmt.Errorf("release job %q: not a v1 job ID nor a v2 UUID", jobID)
+		}
+		err = h.v1.QueueJobRelease(ctx, id)
 	}
 	if err != nil {
-		h.log.Error(ctx, "release job %s: %v", req.jobID, err)
+		return fmt.Errorf("release job %s: %w", jobID, err)
 	}
+	h.booked.remove(jobID)
+	return nil
 }
 
 // sendSpawnInfo posts one v1 spawn info; errors are only logged.

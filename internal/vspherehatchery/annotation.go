@@ -22,6 +22,17 @@ type Annotation struct {
 	Created                 time.Time `json:"created"`
 	JobID                   string    `json:"job_id,omitempty"`
 	IPAddress               string    `json:"ip_address,omitempty"`
+
+	// Keys of our own, after the original's and omitted when zero, so that the original
+	// (whose decoder ignores unknown keys) still reads our VMs and we read its VMs as before.
+	// They carry what a restart needs to rebuild its view from the inventory alone.
+
+	// Claimed is when a provisioned VM was claimed for a worker (stamped before its
+	// power-on); ClaimedBy is that worker's name: the VM keeps its provisioning keys (Q23).
+	Claimed   time.Time `json:"claimed,omitzero"`
+	ClaimedBy string    `json:"claimed_by,omitempty"`
+	// JobRegion is the region of the v2 job the VM runs (job_id), to release it.
+	JobRegion string `json:"job_region,omitempty"`
 }
 
 // Marshal renders the annotation as the original does (encoding/json, keys in declaration

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vmware/govmomi/vim25/types"
@@ -19,61 +20,151 @@ import (
 var awolEventTypes = []string{"VmStartingEvent", "VmPoweredOffEvent", "VmRenamedEvent"}
 
 // killAwolServers deletes this hatchery's VMs that are done or lost (protocol spec §18.9,
-// seed §8.1). For each non-template VM annotated with this hatchery's name:
+// seed §8.1), from one worker list and one listing. For each non-template VM annotated with
+// this hatchery's name:
 //
 //  1. marked for deletion → deleted;
-//  2. provision-… VMs and CDS templates (model: true) → kept;
+//  2. CDS templates (model: true) → kept; provision-… VMs → see reviewProvisioned
+//     (deprovisioning, half-provisioned VMs after a restart, abandoned claims);
 //  3. its latest start, power-off and rename events are read, ignoring the events of its
 //     provisioning life (message containing "provision-"); no event → kept;
 //  4. renamed, never started, rename older than workerRegistrationTTL → deleted;
-//  5. never started → kept;
+//  5. never started → kept, unless powered off and older than taskTimeout +
+//     workerRegistrationTTL (a clone whose power-on never came: leaked);
 //  6. worker known by the API → deleted once start + workerTTL has passed;
-//  7. worker unknown by the API → deleted if powered off after its start (job done), or
-//     once start + workerRegistrationTTL has passed (it never registered).
+//  7. worker unknown by the API → deleted finishedWorkerGracePeriod after its power-off (job
+//     done; the original deleted at once, or at the next 2-minute pass), or once start +
+//     workerRegistrationTTL has passed (it never registered).
+//
+// Every rule counts from an event at or after the VM's creation (or its claim), so the events
+// are read only for the VMs old enough for a rule to fire: not one events query per VM per
+// pass. A job whose VM died before its worker registered is released (jobWatch). The
+// deletions run concurrently, bounded by maxConcurrentDeletions.
 //
 // A failed listing or worker list skips the pass. Unlike the original, a VM whose events
-// cannot be read does not stop the pass: the others are still examined, and the errors
-// are returned together.
+// cannot be read does not stop the pass: the others are still examined, and the errors are
+// returned together.
 func (o *Orchestrator) killAwolServers(ctx context.Context, svc hatchery.Services) error {
 	registered, err := svc.RegisteredWorkerNames(ctx)
 	if err != nil {
 		return fmt.Errorf("AWOL pass: list workers: %w", err)
 	}
+	listing := o.jobs.beginListing()
 	inv, err := o.inventory(ctx)
 	if err != nil {
 		return fmt.Errorf("AWOL pass: %w", err)
 	}
 	now := o.now()
-	workerTTL := o.cfg.WorkerTTLDuration()
-	registrationTTL := o.cfg.WorkerRegistrationTTLDuration()
-	var errs []error
+	var (
+		errs    []error
+		actions []cleanupAction
+	)
 	for _, vm := range inv {
 		if vm.Template || !vm.OwnedBy(o.hatcheryName()) {
 			continue
 		}
 		vctx := context.WithValue(ctx, fieldVMName, vm.Name)
 		if o.caches.ToDelete.Has(vm.Name) {
-			errs = append(errs, o.deleteServer(vctx, svc, vm, "marked for deletion"))
+			actions = append(actions, o.deletion(vm, "marked for deletion"))
 			continue
 		}
-		if strings.HasPrefix(vm.Name, ProvisionPrefix) || vm.Annotation.Model {
+		if vm.Annotation.Model || strings.HasPrefix(vm.Name, ProvisionPrefix) {
 			continue
 		}
-		life, err := o.vmLife(vctx, vm.Name)
-		if vsphere.IsNotFound(err) {
-			continue // deleted meanwhile
-		}
+		_, isRegistered := registered[vm.Name]
+		reason, err := o.awolDecision(vctx, vm, isRegistered, now)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("AWOL pass: %w", err))
 			continue
 		}
-		reason := awolReason(life, now, registered, vm.Name, workerTTL, registrationTTL)
-		if reason == "" {
+		if o.observeJobVM(vm, isRegistered, reason != "") {
+			why := "powered off"
+			if vm.PowerState != types.VirtualMachinePowerStatePoweredOff {
+				why = "deleted (" + reason + ")"
+			}
+			o.releaseJob(vctx, svc, vm.Name, why)
+		}
+		if reason != "" {
+			actions = append(actions, o.deletion(vm, reason))
+		}
+	}
+	actions = append(actions, o.reviewProvisioned(inv, now)...)
+	for name, j := range o.jobs.vanished(func(name string) bool { _, ok := inv.Find(name); return ok }, listing) {
+		if o.caches.SpawnInProgress.Has(j.jobID) {
 			continue
 		}
-		errs = append(errs, o.deleteServer(vctx, svc, vm, reason))
+		o.releaseWatched(context.WithValue(ctx, fieldVMName, name), svc, name, j, "disappeared")
 	}
+	errs = append(errs, o.runCleanupActions(ctx, svc, actions))
 	return errors.Join(errs...)
+}
+
+// cleanupAction is one change a cleanup pass makes to a VM (delete it, power it off).
+type cleanupAction struct {
+	vm     VM
+	reason string
+	run    func(ctx context.Context, svc hatchery.Services) error
+}
+
+func (o *Orchestrator) deletion(vm VM, reason string) cleanupAction {
+	return cleanupAction{vm: vm, reason: reason, run: func(ctx context.Context, svc hatchery.Services) error {
+		return o.deleteServer(ctx, svc, vm, reason)
+	}}
+}
+
+// runCleanupActions runs the actions of a pass, at most maxConcurrentDeletions at once (the
+// vCenter tasks they start are bounded by Limits anyway; this also bounds the lookups), and
+// waits for them.
+func (o *Orchestrator) runCleanupActions(ctx context.Context, svc hatchery.Services, actions []cleanupAction) error {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+		sem  = make(chan struct{}, o.cfg.DeletionLimit())
+	)
+	for _, a := range actions {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return errors.Join(append(errs, ctx.Err())...)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := a.run(context.WithValue(ctx, fieldVMName, a.vm.Name), svc); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// awolDecision returns why an own worker VM must be deleted, or "" to keep it. The events are
+// read only when the VM is old enough for a rule to fire.
+func (o *Orchestrator) awolDecision(ctx context.Context, vm VM, registered bool, now time.Time) (string, error) {
+	r := awolRules{
+		workerTTL:       o.cfg.WorkerTTLDuration(),
+		registrationTTL: o.cfg.WorkerRegistrationTTLDuration(),
+		grace:           o.timings.FinishedGrace,
+		neverStarted:    o.cfg.TaskTimeoutDuration() + o.cfg.WorkerRegistrationTTLDuration(),
+	}
+	poweredOff := vm.PowerState == types.VirtualMachinePowerStatePoweredOff
+	if !r.mayFire(vm.Annotation, registered, poweredOff, now) {
+		return "", nil
+	}
+	life, err := o.vmLife(ctx, vm.Name)
+	if vsphere.IsNotFound(err) {
+		return "", nil // deleted meanwhile
+	}
+	if err != nil {
+		return "", err
+	}
+	return r.reason(life, vm.Annotation, registered, poweredOff, now), nil
 }
 
 // vmLife is what the events tell of a VM: its latest start, power-off and rename (zero
@@ -116,26 +207,65 @@ func (o *Orchestrator) vmLife(ctx context.Context, name string) (vmLife, error) 
 	return life, nil
 }
 
-// awolReason applies rules 4-7 of killAwolServers and returns why the VM must go, or ""
-// to keep it.
-func awolReason(life vmLife, now time.Time, registered map[string]struct{}, name string, workerTTL, registrationTTL time.Duration) string {
+// awolRules are the delays of the AWOL rules.
+type awolRules struct {
+	workerTTL, registrationTTL, grace time.Duration
+	// neverStarted is how long a powered-off VM that never started is kept.
+	neverStarted time.Duration
+}
+
+// born is the earliest time any event of the VM's worker life can have: its creation, or the
+// claim of a provisioned VM (whose creation is its provisioning).
+func born(a Annotation) time.Time {
+	if a.Claimed.After(a.Created) {
+		return a.Claimed
+	}
+	return a.Created
+}
+
+// mayFire tells whether a rule could delete the VM now, judging from its annotation alone:
+// each rule waits at least its delay after an event that cannot precede born.
+func (r awolRules) mayFire(a Annotation, registered, poweredOff bool, now time.Time) bool {
+	b := born(a)
+	if b.IsZero() {
+		return true
+	}
+	wait := r.registrationTTL
+	switch {
+	case registered:
+		wait = r.workerTTL
+	case poweredOff:
+		wait = min(r.grace, r.registrationTTL, r.neverStarted)
+	}
+	return !now.Before(b.Add(wait))
+}
+
+// reason applies rules 4-7 of killAwolServers and returns why the VM must go, or "" to keep
+// it.
+func (r awolRules) reason(life vmLife, a Annotation, registered, poweredOff bool, now time.Time) string {
 	if life.Started.IsZero() {
-		if !life.Renamed.IsZero() && now.After(life.Renamed.Add(registrationTTL)) {
+		if !life.Renamed.IsZero() && now.After(life.Renamed.Add(r.registrationTTL)) {
 			return fmt.Sprintf("renamed %s ago and never started", now.Sub(life.Renamed).Round(time.Second))
+		}
+		if b := born(a); poweredOff && life.Renamed.IsZero() && !b.IsZero() && now.After(b.Add(r.neverStarted)) {
+			return fmt.Sprintf("created %s ago and never started", now.Sub(b).Round(time.Second))
 		}
 		return ""
 	}
-	if _, ok := registered[name]; ok {
-		if now.After(life.Started.Add(workerTTL)) {
-			return fmt.Sprintf("worker started %s ago, beyond workerTTL %s", now.Sub(life.Started).Round(time.Second), workerTTL)
+	if registered {
+		if now.After(life.Started.Add(r.workerTTL)) {
+			return fmt.Sprintf("worker started %s ago, beyond workerTTL %s", now.Sub(life.Started).Round(time.Second), r.workerTTL)
 		}
 		return ""
 	}
 	if life.PoweredOff.After(life.Started) {
-		return "worker done (powered off)"
+		if now.Sub(life.PoweredOff) >= r.grace {
+			return fmt.Sprintf("finished worker (powered off %s ago)", now.Sub(life.PoweredOff).Round(time.Second))
+		}
+		return ""
 	}
-	if now.After(life.Started.Add(registrationTTL)) {
-		return fmt.Sprintf("worker started %s ago and not registered within workerRegistrationTTL %s", now.Sub(life.Started).Round(time.Second), registrationTTL)
+	if now.After(life.Started.Add(r.registrationTTL)) {
+		return fmt.Sprintf("worker started %s ago and not registered within workerRegistrationTTL %s", now.Sub(life.Started).Round(time.Second), r.registrationTTL)
 	}
 	return ""
 }
@@ -155,6 +285,7 @@ func (o *Orchestrator) deleteServer(ctx context.Context, svc hatchery.Services, 
 	vm, err := o.client.LoadVirtualMachine(ctx, v.Name)
 	if vsphere.IsNotFound(err) {
 		o.caches.ToDelete.Remove(v.Name)
+		o.jobs.forget(v.Name)
 		return nil
 	}
 	if err != nil {
@@ -167,6 +298,7 @@ func (o *Orchestrator) deleteServer(ctx context.Context, svc hatchery.Services, 
 		}
 	}
 	o.caches.ToDelete.Remove(v.Name)
+	o.jobs.forget(v.Name)
 	if err := o.client.DestroyVirtualMachine(ctx, vm); err != nil && !vsphere.IsNotFound(err) {
 		// Marked again so that the next pass retries whatever the VM's age.
 		o.caches.ToDelete.Add(v.Name)

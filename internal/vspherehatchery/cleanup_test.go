@@ -11,6 +11,7 @@ import (
 	"go.uber.org/mock/gomock"
 
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/cds"
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/config"
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/hatchery"
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/vsphere"
 	"github.com/hatchery-vsphere/hatchery-vsphere/mock_vsphere"
@@ -35,7 +36,16 @@ func renamed(at time.Time, msg string) types.BaseEvent {
 }
 
 func TestKillAwolServers(t *testing.T) {
-	mine := func(a Annotation) *Annotation { a.HatcheryName = "h"; a.Created = created; return &a }
+	// The VMs of the table were created 6 h ago unless said otherwise: every rule may fire,
+	// so the events are read.
+	old := ago(6 * time.Hour)
+	mine := func(a Annotation) *Annotation {
+		a.HatcheryName = "h"
+		if a.Created.IsZero() {
+			a.Created = old
+		}
+		return &a
+	}
 	tests := []struct {
 		name       string
 		vm         mo.VirtualMachine
@@ -47,7 +57,7 @@ func TestKillAwolServers(t *testing.T) {
 		deleted bool
 	}{
 		{name: "marked for deletion", vm: moVM("w", mine(Annotation{}), false, on, 2, 4096), marked: true, deleted: true},
-		{name: "provisioned VM skipped", vm: moVM("provision-v2-x", mine(Annotation{Provisioning: true}), false, off, 2, 4096)},
+		{name: "provisioned VM of a configured pool skipped", vm: moVM("provision-v2-x", mine(Annotation{Provisioning: true, VMwareModelPath: "debian12"}), false, off, 2, 4096)},
 		{name: "CDS template build skipped", vm: moVM("mymodel-tmp", mine(Annotation{Model: true}), false, on, 2, 4096)},
 		{name: "other hatchery's VM skipped", vm: moVM("w", &Annotation{HatcheryName: "other"}, false, off, 2, 4096)},
 		{name: "non-CDS VM skipped", vm: moVM("mail", nil, false, off, 2, 4096)},
@@ -61,7 +71,16 @@ func TestKillAwolServers(t *testing.T) {
 			events: []types.BaseEvent{renamed(ago(9*time.Minute), "renamed x to w")},
 		},
 		{
-			name: "no start event kept", vm: moVM("w", mine(Annotation{}), false, off, 2, 4096), readsEv: true,
+			// A clone whose power-on never came (taskTimeout 10 min + workerRegistrationTTL
+			// 10 min): the original kept it for ever.
+			name: "powered off, never started, long ago: leaked", vm: moVM("w", mine(Annotation{}), false, off, 2, 4096), readsEv: true,
+			events: []types.BaseEvent{poweredOff(ago(time.Hour), "w is powered off")}, deleted: true,
+		},
+		{
+			name: "powered off, never started, recent: a clone in progress", vm: moVM("w", mine(Annotation{Created: ago(15 * time.Minute)}), false, off, 2, 4096), readsEv: true,
+		},
+		{
+			name: "powered on, no start event kept", vm: moVM("w", mine(Annotation{}), false, on, 2, 4096), readsEv: true,
 			events: []types.BaseEvent{poweredOff(ago(time.Hour), "w is powered off")},
 		},
 		{
@@ -77,8 +96,16 @@ func TestKillAwolServers(t *testing.T) {
 			events: []types.BaseEvent{starting(ago(119*time.Minute), "w is starting")},
 		},
 		{
-			name: "unregistered worker finished (powered off after start)", vm: moVM("w", mine(Annotation{}), false, off, 2, 4096), readsEv: true,
-			events: []types.BaseEvent{poweredOff(ago(time.Minute), "w is powered off"), starting(ago(3*time.Minute), "w is starting")}, deleted: true,
+			// Created less than workerTTL ago: it cannot have started longer ago, no events.
+			name: "young registered worker: no events read", vm: moVM("w", mine(Annotation{Created: ago(119 * time.Minute)}), false, on, 2, 4096), registered: true,
+		},
+		{
+			name: "unregistered worker finished beyond the grace period", vm: moVM("w", mine(Annotation{}), false, off, 2, 4096), readsEv: true,
+			events: []types.BaseEvent{poweredOff(ago(181*time.Second), "w is powered off"), starting(ago(5*time.Minute), "w is starting")}, deleted: true,
+		},
+		{
+			name: "unregistered worker finished within the grace period", vm: moVM("w", mine(Annotation{}), false, off, 2, 4096), readsEv: true,
+			events: []types.BaseEvent{poweredOff(ago(179*time.Second), "w is powered off"), starting(ago(5*time.Minute), "w is starting")},
 		},
 		{
 			name: "power-off older than the start ignored", vm: moVM("w", mine(Annotation{}), false, on, 2, 4096), readsEv: true,
@@ -92,10 +119,16 @@ func TestKillAwolServers(t *testing.T) {
 			name: "unregistered worker within workerRegistrationTTL", vm: moVM("w", mine(Annotation{}), false, on, 2, 4096), readsEv: true,
 			events: []types.BaseEvent{starting(ago(9*time.Minute), "w is starting")},
 		},
+		{
+			// A reused provisioned VM counts from its claim, not from its provisioning.
+			name: "freshly claimed VM: no events read", vm: moVM("w", mine(Annotation{Provisioning: true, Claimed: ago(9 * time.Minute)}), false, on, 2, 4096),
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newOrch(t, spawnConfig(), func(m *mock_vsphere.MockVSphereClient) {
+			cfg := spawnConfig()
+			cfg.WorkerProvisioning = []config.WorkerProvisioning{{ModelVMWare: "debian12", Number: 1}}
+			f := newOrch(t, cfg, func(m *mock_vsphere.MockVSphereClient) {
 				listing(m, 1, []mo.VirtualMachine{tc.vm}, nil)
 				loads := 0
 				if tc.readsEv {

@@ -133,8 +133,15 @@ func (o *Orchestrator) clone(ctx context.Context, req cloneRequest) (*object.Vir
 	if err != nil {
 		return nil, fmt.Errorf("clone %q from %q: %w", req.Name, req.SourceName, err)
 	}
+	// A mark left by an earlier failed clone of the same name (a <model>-tmp, say) that
+	// never showed up must not doom this one; if that VM does exist, this clone fails on the
+	// duplicate name and marks it again.
+	o.caches.ToDelete.Remove(req.Name)
 	ref, err := o.client.CloneVirtualMachine(ctx, req.Source, folder, req.Name, spec)
 	if err != nil {
+		// A clone whose wait expired (taskTimeout) or failed late may still produce the
+		// VM: marked, it is powered off and deleted by the cleanup pass if it shows up.
+		o.markForDeletion(req.Name)
 		return nil, fmt.Errorf("clone %q from %q: %w", req.Name, req.SourceName, err)
 	}
 	vm, err := o.client.NewVirtualMachine(ctx, spec, ref, req.Name)

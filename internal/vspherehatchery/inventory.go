@@ -222,7 +222,8 @@ func (inv Inventory) FindProvisioned(f ProvisionedFilter) []VM {
 			continue
 		}
 		a := vm.Annotation
-		if !a.Provisioning {
+		// A claimed VM belongs to a worker already, or to a claim a restart abandoned.
+		if !a.Provisioning || !a.Claimed.IsZero() {
 			continue
 		}
 		if f.V2 && a.VMwareModelPath != f.ModelPath || !f.V2 && a.WorkerModelPath != f.ModelPath {

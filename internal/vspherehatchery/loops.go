@@ -3,6 +3,7 @@ package vspherehatchery
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -24,8 +25,13 @@ type Timings struct {
 	// post-command (10 min); TemplateBuild bounds a whole template build (15 min).
 	TemplatePowerOff time.Duration
 	TemplateBuild    time.Duration
-	// Cleanup is the period of the AWOL and disabled-worker passes (2 min).
+	// Cleanup is the period of the AWOL and disabled-worker passes (the original's 2 min;
+	// zero means killAwolServersInterval, 60 s by default).
 	Cleanup time.Duration
+	// FinishedGrace is how long a finished worker VM is kept after its power-off (zero
+	// means finishedWorkerGracePeriod, 180 s by default; the key has whole seconds, tests
+	// of the whole daemon want less).
+	FinishedGrace time.Duration
 }
 
 // DefaultTimings are the original's values.
@@ -71,6 +77,9 @@ type OrchestratorOptions struct {
 	// MetricsPeriod is the period of the vSphere metrics collection (30 s when zero);
 	// negative turns the collection off (tests that count vCenter calls).
 	MetricsPeriod time.Duration
+	// Rand draws the jitter of the backoff after failed passes, in [0, 1); nil means
+	// math/rand/v2.
+	Rand func() float64
 }
 
 // Orchestrator is the part of the vSphere provider that acts on vCenter: it spawns workers
@@ -87,6 +96,7 @@ type Orchestrator struct {
 	metricsPeriod time.Duration
 	tick          hatchery.TickFunc
 	newName       func(prefix string) string
+	rand          func() float64
 	// building holds the v1 models whose template this process is building.
 	building *NameSet
 
@@ -104,7 +114,14 @@ func NewOrchestrator(p *Provider, opts OrchestratorOptions) *Orchestrator {
 		metricsPeriod: opts.MetricsPeriod,
 		tick:          opts.Tick,
 		newName:       opts.NewName,
+		rand:          opts.Rand,
 		building:      NewNameSet(),
+	}
+	if opts.Timings.Cleanup <= 0 {
+		o.timings.Cleanup = p.cfg.CleanupInterval()
+	}
+	if opts.Timings.FinishedGrace <= 0 {
+		o.timings.FinishedGrace = p.cfg.FinishedWorkerGrace()
 	}
 	if o.tick == nil {
 		o.tick = func(_ string, d time.Duration) (<-chan time.Time, func()) {
@@ -133,10 +150,12 @@ func (o *Orchestrator) setServices(svc hatchery.Services) {
 	o.svc = svc
 }
 
-// Run runs the background loops until ctx is done: the cleanup loop (AWOL VMs, then
-// disabled workers, every 2 min) and, when workerProvisioning is configured, the
-// provisioning loop (every workerProvisioningInterval). A failed pass is logged and the
-// next tick tries again; Run returns nil once ctx is done and both loops have stopped.
+// Run runs the background loops until ctx is done: the cleanup loop (AWOL VMs, provisioned
+// VMs, then disabled workers, every killAwolServersInterval); when workerProvisioning is
+// configured, the provisioning loop (every workerProvisioningInterval, skipped while the
+// vCenter circuit is open); when the circuit breaker is on, its probe loop (every
+// circuitBreakerProbe). A failed pass is logged and the next passes back off (see loop);
+// Run returns nil once ctx is done and all loops have stopped.
 func (o *Orchestrator) Run(ctx context.Context, svc hatchery.Services) error {
 	if svc == nil {
 		return errors.New("vsphere provider: run without framework services")
@@ -146,24 +165,47 @@ func (o *Orchestrator) Run(ctx context.Context, svc hatchery.Services) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		o.loop(ctx, "vsphere-cleanup", o.timings.Cleanup, func(ctx context.Context) {
+		o.loop(ctx, "vsphere-cleanup", o.timings.Cleanup, func(ctx context.Context) error {
+			var errs []error
 			if err := o.killAwolServers(ctx, svc); err != nil {
-				o.log.Error(ctx, "cleanup of AWOL VMs: %v", err)
+				errs = append(errs, fmt.Errorf("cleanup of AWOL VMs: %w", err))
 			}
 			if err := o.killDisabledWorkers(ctx, svc); err != nil {
-				o.log.Error(ctx, "cleanup of disabled workers: %v", err)
+				errs = append(errs, fmt.Errorf("cleanup of disabled workers: %w", err))
 			}
+			return errors.Join(errs...)
 		})
 	}()
 	if len(o.cfg.WorkerProvisioning) > 0 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			o.loop(ctx, "vsphere-provisioning", o.cfg.ProvisioningInterval(), func(ctx context.Context) {
-				if err := o.provisionPass(ctx, svc); err != nil {
-					o.log.Error(ctx, "provisioning: %v", err)
+			o.loop(ctx, "vsphere-provisioning", o.cfg.ProvisioningInterval(), func(ctx context.Context) error {
+				if ok, reason := o.breaker.Accepting(); !ok {
+					o.log.Info(ctx, "provisioning skipped: vCenter %s", reason)
+					return nil
 				}
+				if err := o.provisionPass(ctx, svc); err != nil {
+					return fmt.Errorf("provisioning: %w", err)
+				}
+				return nil
 			})
+		}()
+	}
+	if o.breaker.Enabled() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ticks, stop := o.tick("vsphere-breaker-probe", o.cfg.BreakerProbeInterval())
+			defer stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-ticks:
+					o.probe(ctx)
+				}
+			}
 		}()
 	}
 	if o.metricsPeriod > 0 {
@@ -183,19 +225,61 @@ func (o *Orchestrator) Run(ctx context.Context, svc hatchery.Services) error {
 }
 
 // loop runs pass at every tick until ctx is done. Each pass gets a deadline of a few
-// periods so that a hung vCenter call cannot stall the loop for ever.
-func (o *Orchestrator) loop(ctx context.Context, name string, period time.Duration, pass func(context.Context)) {
+// periods so that a hung vCenter call cannot stall the loop for ever. A failed pass is
+// logged here, and the passes after it back off exponentially with jitter (passBackoff):
+// the ticks that come before the end of the backoff are skipped.
+func (o *Orchestrator) loop(ctx context.Context, name string, period time.Duration, pass func(context.Context) error) {
 	ticks, stop := o.tick(name, period)
 	defer stop()
+	schedule := passSchedule{backoff: o.passBackoff(period)}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-ticks:
 		}
+		if !schedule.due(o.now()) {
+			o.log.Debug(ctx, "%s: pass skipped, backing off until %s after %d failed passes", name, schedule.notBefore.Format(time.RFC3339), schedule.failures)
+			continue
+		}
 		// A provisioning pass may build several VMs, each waiting minutes for its IP.
 		pctx, cancel := context.WithTimeout(ctx, max(period*5, 20*time.Minute))
-		pass(pctx)
+		err := pass(pctx)
 		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if delay := schedule.record(err, o.now()); err != nil {
+			o.log.Error(ctx, "%s (failed pass %d, next pass in %s at the earliest): %v", name, schedule.failures, delay.Round(time.Second), err)
+		}
 	}
+}
+
+// passSchedule decides whether a tick of a loop runs a pass, from the outcome of the
+// previous passes: after a failed one, none before the backoff delay has passed.
+type passSchedule struct {
+	backoff   Backoff
+	failures  int // consecutive failed passes
+	notBefore time.Time
+}
+
+func (s *passSchedule) due(now time.Time) bool { return !now.Before(s.notBefore) }
+
+// record takes the outcome of a pass that ended at now and returns the backoff delay set.
+func (s *passSchedule) record(err error, now time.Time) time.Duration {
+	if err == nil {
+		s.failures, s.notBefore = 0, time.Time{}
+		return 0
+	}
+	s.failures++
+	d := s.backoff.Delay(s.failures)
+	s.notBefore = now.Add(d)
+	return d
+}
+
+// passBackoff is the backoff of a loop of period period: the wait after the n-th failed
+// pass in a row is about 2^n periods (jittered in [half, full)), at most 16 periods or
+// 30 min, whichever is shorter, but never less than one period.
+func (o *Orchestrator) passBackoff(period time.Duration) Backoff {
+	return Backoff{Base: 2 * period, Max: max(period, min(16*period, 30*time.Minute)), Rand: o.rand}
 }

@@ -76,7 +76,8 @@ func TestRunTicksCleanupAndProvisioningUntilCancelled(t *testing.T) {
 	}
 	ticks.mu.Lock()
 	defer ticks.mu.Unlock()
-	if ticks.periods["vsphere-cleanup"] != 2*time.Minute || ticks.periods["vsphere-provisioning"] != 30*time.Second {
+	// killAwolServersInterval defaults to 60 s.
+	if ticks.periods["vsphere-cleanup"] != time.Minute || ticks.periods["vsphere-provisioning"] != 30*time.Second {
 		t.Errorf("periods = %v", ticks.periods)
 	}
 }

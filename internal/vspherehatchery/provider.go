@@ -37,6 +37,13 @@ type Provider struct {
 	caches *Caches
 	// errors is the last error of each VM, shown on the status page.
 	errors *vmErrors
+
+	// breaker stops the taking of jobs while vCenter keeps failing; limits bounds the
+	// vCenter tasks run at once. client is wrapped to feed and obey both (guardedClient).
+	breaker *Breaker
+	limits  *Limits
+	// jobs watches the VMs of jobs, to give a job back when its VM dies (jobwatch.go).
+	jobs *jobWatch
 }
 
 // New builds the provider. cfg is the [hatchery.vsphere] table, already validated; logger
@@ -59,14 +66,19 @@ func New(cfg config.VSphere, client vsphere.VSphereClient, logger *log.Logger, n
 			candidates[i] = a.String()
 		}
 	}
+	breaker := NewBreaker(cfg.CircuitBreakerFailures, now)
+	limits := NewLimits(cfg.CloneLimit(), cfg.PowerOpLimit(), cfg.DeletionLimit())
 	return &Provider{
-		cfg:    cfg,
-		client: client,
-		log:    logger,
-		now:    now,
-		ips:    NewIPPool(candidates, now),
-		caches: NewCaches(),
-		errors: newVMErrors(),
+		cfg:     cfg,
+		client:  newGuardedClient(client, limits, breaker),
+		log:     logger,
+		now:     now,
+		ips:     NewIPPool(candidates, now),
+		caches:  NewCaches(),
+		errors:  newVMErrors(),
+		breaker: breaker,
+		limits:  limits,
+		jobs:    newJobWatch(),
 	}, nil
 }
 
@@ -179,11 +191,16 @@ func (p *Provider) CanSpawn(ctx context.Context, model *hatchery.WorkerStarterWo
 }
 
 // CanAllocateResources tells whether one more worker of the model fits now (protocol spec
-// §18.4): one listing for the template footprint and the hatchery's used resources, one
+// §18.4); never while the vCenter circuit breaker is open. One listing for the template footprint and the hatchery's used resources, one
 // read of the resource pool. A failed listing is an error (the job is retried on a later
 // round); an unreadable resource pool only leaves the static limits.
 func (p *Provider) CanAllocateResources(ctx context.Context, model *hatchery.WorkerStarterWorkerModel, jobID string, requirements []cds.Requirement) (bool, error) {
 	ctx = context.WithValue(ctx, fieldJobID, jobID)
+	if ok, reason := p.breaker.Accepting(); !ok {
+		// Not even a listing: vCenter is failing, and a job booked now could not be served.
+		p.log.Debug(ctx, "cannot allocate resources: vCenter %s", reason)
+		return false, nil
+	}
 	in := CapacityInput{
 		FlavorName:               FlavorName(model, requirements, p.cfg.DefaultFlavor),
 		Flavors:                  p.cfg.Flavors,

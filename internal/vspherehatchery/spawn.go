@@ -59,6 +59,13 @@ func (o *Orchestrator) SpawnWorker(ctx context.Context, args hatchery.SpawnArgum
 			return fmt.Errorf("spawn worker %q: a worker is already being spawned for job %s", args.WorkerName, args.JobID)
 		}
 		defer o.caches.SpawnInProgress.Remove(args.JobID)
+		// Watched before the job leaves the spawn-in-progress set: from then on a death of
+		// the VM releases the job (jobwatch.go).
+		defer func() {
+			if err == nil {
+				o.watchSpawned(args)
+			}
+		}()
 	}
 	if args.RegisterOnly && model.IsV2() {
 		return fmt.Errorf("spawn worker %q: v2 model %q cannot be registered", args.WorkerName, model.Name())
@@ -186,6 +193,9 @@ func (o *Orchestrator) spawnFromClone(ctx context.Context, args hatchery.SpawnAr
 		JobID:           args.JobID,
 		IPAddress:       ip,
 	}
+	if !IsRegistration(args.JobID) {
+		a.JobRegion = args.Region
+	}
 	if !model.IsV2() {
 		a.WorkerModelLastModified = lastModified(model.ModelV1)
 	}
@@ -296,26 +306,26 @@ func (o *Orchestrator) reuseProvisioned(ctx context.Context, args hatchery.Spawn
 		return o.abandon(ctx, vm, current, fmt.Errorf("spawn worker %q on provisioned VM %q: %w", args.WorkerName, candidate.Name, err))
 	}
 
+	// The claim is stamped on the VM before anything else happens to it, in the same
+	// reconfigure as the flavor: after a restart the inventory alone tells that the VM is
+	// no longer idle, for which worker and job, and since when (reviewProvisioned,
+	// killAwolServers).
 	var spec types.VirtualMachineConfigSpec
-	reconfigure := false
 	if flavor != nil {
 		spec.NumCPUs, spec.MemoryMB = int32(flavor.CPUs), int64(flavor.MemoryMB)
-		reconfigure = true
 	}
+	a := candidate.Annotation
+	a.Claimed, a.ClaimedBy = o.now(), args.WorkerName
 	if !IsRegistration(args.JobID) {
-		a := candidate.Annotation
-		a.JobID = args.JobID
-		annotation, err := a.Marshal()
-		if err != nil {
-			return fail(err)
-		}
-		spec.Annotation = annotation
-		reconfigure = true
+		a.JobID, a.JobRegion = args.JobID, args.Region
 	}
-	if reconfigure {
-		if err := o.client.ReconfigureVirtualMachine(ctx, vm, spec); err != nil {
-			return fail(err)
-		}
+	annotation, err := a.Marshal()
+	if err != nil {
+		return fail(err)
+	}
+	spec.Annotation = annotation
+	if err := o.client.ReconfigureVirtualMachine(ctx, vm, spec); err != nil {
+		return fail(err)
 	}
 	if err := o.client.RenameVirtualMachine(ctx, vm, args.WorkerName); err != nil {
 		return fail(err)

@@ -35,6 +35,7 @@ type fakeServices struct {
 	infos         []string // "<level> <region> <job>: <message>"
 	modelErrors   []string // "<group>/<name>: <message>"
 	workerModelGo []string
+	released      []string // "<job> <region>"
 }
 
 func (f *fakeServices) HatcheryName() string { return "h" }
@@ -77,6 +78,19 @@ func (f *fakeServices) SendJobInfo(_ context.Context, region, jobID, level, mess
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.infos = append(f.infos, level+" "+region+" "+jobID+": "+message)
+}
+
+func (f *fakeServices) ReleaseJob(_ context.Context, jobID, region string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.released = append(f.released, jobID+" "+region)
+	return nil
+}
+
+func (f *fakeServices) releasedJobs() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.released...)
 }
 
 // readyTick is a tick source that is always ready: retries happen at once.
@@ -332,6 +346,7 @@ func TestSpawnV2FreshCloneBuildsTheCloneSpec(t *testing.T) {
 		"hatchery_name": "h", "worker_name": "brave-hopper", "worker_model_path": "deb",
 		"vmware_model_path": "debian12", "created": "2025-01-10T08:00:00Z", "job_id": jobUUID,
 		"ip_address": "10.0.0.11",
+		"job_region": "eu", // ours, to release the v2 job in its region
 	}
 	if len(a) != len(want) {
 		t.Errorf("annotation = %s, want exactly the keys %v", spec.Config.Annotation, want)
@@ -436,6 +451,14 @@ func TestSpawnV2ReusesProvisionedVMWithFlavor(t *testing.T) {
 	a, ok := ParseAnnotation(reconfigured.Annotation)
 	if !ok || !a.Provisioning || a.WorkerName != "provision-v2-ok" || a.JobID != jobUUID || a.IPAddress != "10.0.0.12" {
 		t.Errorf("annotation = %q, want the provisioning one plus the job ID", reconfigured.Annotation)
+	}
+	// The claim is stamped in the reconfigure that precedes the rename and the power-on
+	// (InOrder above): a restart finds it on the VM.
+	if !a.Claimed.Equal(cleanupNow) || a.ClaimedBy != "brave-hopper" || a.JobRegion != "eu" {
+		t.Errorf("claim = %v by %q region %q, want now by brave-hopper in eu", a.Claimed, a.ClaimedBy, a.JobRegion)
+	}
+	if f.o.jobs.len() != 1 {
+		t.Errorf("the worker VM of the job is not watched")
 	}
 	if waitedIP != "10.0.0.12" {
 		t.Errorf("waited for IP %q, want the provisioned VM's 10.0.0.12", waitedIP)
