@@ -2,10 +2,15 @@ package hatchery
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"maps"
+	"strconv"
 	"sync"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/cds"
 )
 
 // Gate is an optional Provider interface: a provider that cannot take work for a while
@@ -95,9 +100,51 @@ func (h *Hatchery) drain(ctx context.Context, starters *errgroup.Group, cancelSp
 // ReleaseJob gives a job back to the queue: DELETE book for a v1 job ID, DELETE take for a
 // v2 run-job UUID (in region, or the hatchery's v2 region when empty). A provider calls it
 // when the worker VM of a job it had started died before the worker took the job.
+//
+// The provider only knows that no worker of the job was seen registered: a worker may have
+// taken the job, run it and powered its VM off between two of its passes. So the job is
+// released only while the API still shows it waiting for this hatchery's worker (v1:
+// Waiting and booked; v2: Scheduling); ErrJobNotReleasable says it was left alone.
 func (h *Hatchery) ReleaseJob(ctx context.Context, jobID, region string) error {
 	if region == "" {
 		region = h.region2()
 	}
+	if err := h.stillAwaitingWorker(ctx, jobID, region); err != nil {
+		return err
+	}
 	return h.release(ctx, jobID, region)
+}
+
+// ErrJobNotReleasable is returned by ReleaseJob for a job that has moved on.
+var ErrJobNotReleasable = errors.New("job no longer waits for a worker of this hatchery")
+
+func (h *Hatchery) stillAwaitingWorker(ctx context.Context, jobID, region string) error {
+	if cds.IsUUID(jobID) {
+		if h.v2 == nil {
+			return fmt.Errorf("release v2 job %s: no v2 client", jobID)
+		}
+		info, err := h.v2.V2QueueJobInfo(ctx, region, jobID)
+		if err != nil {
+			return fmt.Errorf("release v2 job %s: %w", jobID, err)
+		}
+		if info.RunJob.Status != cds.V2StatusScheduling {
+			return fmt.Errorf("release v2 job %s (status %s): %w", jobID, info.RunJob.Status, ErrJobNotReleasable)
+		}
+		return nil
+	}
+	if h.v1 == nil {
+		return fmt.Errorf("release v1 job %s: no v1 client", jobID)
+	}
+	id, err := strconv.ParseInt(jobID, 10, 64)
+	if err != nil {
+		return fmt.Errorf("release job %q: not a v1 job ID nor a v2 UUID", jobID)
+	}
+	job, err := h.v1.QueueJobInfo(ctx, id)
+	if err != nil {
+		return fmt.Errorf("release v1 job %s: %w", jobID, err)
+	}
+	if job.Status != cds.StatusWaiting || job.BookedBy.Name != h.cfg.Name {
+		return fmt.Errorf("release v1 job %s (status %s, booked by %q): %w", jobID, job.Status, job.BookedBy.Name, ErrJobNotReleasable)
+	}
+	return nil
 }

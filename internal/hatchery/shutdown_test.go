@@ -3,6 +3,7 @@ package hatchery
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -193,6 +194,13 @@ func TestClosedGateBooksNothing(t *testing.T) {
 func TestReleaseJob(t *testing.T) {
 	e := newSchedEnv(t, nil)
 	ctx := context.Background()
+	booked := v1Job(42)
+	booked.BookedBy = cds.ServiceRef{Name: e.h.cfg.Name}
+	e.v1.jobs[42] = booked
+	scheduling := v2Info(schedUUID)
+	scheduling.RunJob.Status = cds.V2StatusScheduling
+	e.v2.jobs[schedUUID] = scheduling
+
 	if err := e.h.ReleaseJob(ctx, "42", ""); err != nil {
 		t.Fatal(err)
 	}
@@ -203,8 +211,8 @@ func TestReleaseJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"v1.QueueJobRelease 42", "v2.V2QueueJobRelease eu-v2 " + schedUUID, "v2.V2QueueJobRelease eu-west " + schedUUID}
-	if got := e.rec.all(); !slices.Equal(got, want) {
-		t.Errorf("calls %q, want %q", got, want)
+	if got := releases(e.rec.all()); !slices.Equal(got, want) {
+		t.Errorf("releases %q, want %q", got, want)
 	}
 	if err := e.h.ReleaseJob(ctx, "not-a-job", ""); err == nil {
 		t.Error("no error for an ID that is neither a v1 ID nor a UUID")
@@ -212,6 +220,32 @@ func TestReleaseJob(t *testing.T) {
 	v2only := newSchedEnv(t, nil, withoutV1())
 	if err := v2only.h.ReleaseJob(ctx, "42", ""); err == nil || !strings.Contains(err.Error(), "no v1 client") {
 		t.Errorf("v1 release without a v1 client: %v", err)
+	}
+}
+
+// A worker may take its job, run it and power its VM off between two cleanup passes: the
+// provider then cannot tell it from a worker that died. A job that moved on is left alone.
+func TestReleaseJobLeavesAJobThatMovedOn(t *testing.T) {
+	e := newSchedEnv(t, nil)
+	ctx := context.Background()
+	building := v1Job(43)
+	building.Status = cds.StatusBuilding
+	building.BookedBy = cds.ServiceRef{Name: e.h.cfg.Name}
+	e.v1.jobs[43] = building
+	otherHatchery := v1Job(44)
+	otherHatchery.BookedBy = cds.ServiceRef{Name: "someone-else"}
+	e.v1.jobs[44] = otherHatchery
+	done := v2Info(schedUUID)
+	done.RunJob.Status = "Success"
+	e.v2.jobs[schedUUID] = done
+
+	for _, id := range []string{"43", "44", schedUUID} {
+		if err := e.h.ReleaseJob(ctx, id, ""); !errors.Is(err, ErrJobNotReleasable) {
+			t.Errorf("ReleaseJob(%s) = %v, want ErrJobNotReleasable", id, err)
+		}
+	}
+	if got := releases(e.rec.all()); len(got) != 0 {
+		t.Errorf("released %q", got)
 	}
 }
 
@@ -226,4 +260,14 @@ func TestExtraStatusLinesAreStampedAndLast(t *testing.T) {
 	if last.Component != "vCenter session" || last.Status != cds.MonitoringStatusAlert || last.Service != "vsphere-a" || last.Hostname != "h1" {
 		t.Errorf("last line %+v", last)
 	}
+}
+
+func releases(calls []string) []string {
+	var out []string
+	for _, c := range calls {
+		if strings.Contains(c, "Release") {
+			out = append(out, c)
+		}
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package vspherehatchery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -151,7 +152,11 @@ func (o *Orchestrator) releaseJob(ctx context.Context, svc hatchery.Services, vm
 
 func (o *Orchestrator) releaseWatched(ctx context.Context, svc hatchery.Services, vmName string, j watchedJob, why string) {
 	ctx = context.WithValue(ctx, fieldJobID, j.jobID)
-	if err := svc.ReleaseJob(ctx, j.jobID, j.region); err != nil {
+	if err := svc.ReleaseJob(ctx, j.jobID, j.region); errors.Is(err, hatchery.ErrJobNotReleasable) {
+		// Its worker took it after all, between two passes: nothing to do.
+		o.log.Debug(ctx, "job %s of VM %q not released: %v", j.jobID, vmName, err)
+		return
+	} else if err != nil {
 		o.log.Warn(ctx, "release job %s of VM %q (%s): %v", j.jobID, vmName, why, err)
 		return
 	}
