@@ -87,6 +87,8 @@ func checkOperatorViews(t *testing.T, base string) {
 		`cds_hatchery_vsphere_vcenter_calls_total{method="CloneVirtualMachine",result="ok"`,
 		`cds_hatchery_cds_api_calls_total{endpoint="POST /v2/queue/{region}/job/{runJobID}/hatchery/take"`,
 		`cds_hatchery_vsphere_deletions_total{reason=`,
+		`cds_hatchery_vsphere_job_to_launch_seconds_count`,
+		`cds_hatchery_vsphere_loop_last_success_timestamp_seconds{loop="cleanup"`,
 	} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("/mon/metrics lacks %s", want)

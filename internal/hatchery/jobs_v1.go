@@ -7,8 +7,10 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/cds"
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/lifecycle"
 )
 
 // maxModelSpawnErrors: a v1 model with more spawn errors than this is ignored (§9.1, §13.1).
@@ -26,6 +28,8 @@ type spawnRequest struct {
 	region       string
 	registerOnly bool
 	deprecated   bool
+	// seen is when the job's handling began, for the job-to-launch metric.
+	seen time.Time
 }
 
 // handleV1Job is §9: fetch the job, check it is waiting and not booked, check capacity,
@@ -37,6 +41,7 @@ func (h *Hatchery) handleV1Job(ctx context.Context, id int64) {
 		return
 	}
 	sid := strconv.FormatInt(id, 10)
+	seen := h.now()
 	ctx = context.WithValue(ctx, fieldJobID, sid)
 	h.metrics.inc(ctx, mJobs)
 	pushed := false
@@ -64,6 +69,7 @@ func (h *Hatchery) handleV1Job(ctx context.Context, id int64) {
 	}
 	if err := h.checkCapacities(ctx); err != nil {
 		h.logCapacity(ctx, err)
+		lifecycle.RecordJobSkipped(ctx, lifecycle.GateCapacity)
 		return
 	}
 	reqs := job.Job.Action.Requirements
@@ -83,6 +89,7 @@ func (h *Hatchery) handleV1Job(ctx context.Context, id int64) {
 		return
 	}
 	if !ok {
+		lifecycle.RecordJobSkipped(ctx, lifecycle.GateResources)
 		return
 	}
 	if max, on := maxAttempts(h.cfg.Provision.MaxAttemptsNumberBeforeFailure); on {
@@ -98,6 +105,7 @@ func (h *Hatchery) handleV1Job(ctx context.Context, id int64) {
 		requirements: reqs,
 		region:       h.cfg.Provision.Region,
 		deprecated:   model.ModelV1 != nil && model.ModelV1.IsDeprecated,
+		seen:         seen,
 	})
 }
 
@@ -152,6 +160,7 @@ func (h *Hatchery) selectV1JobModel(ctx context.Context, job cds.WorkflowNodeJob
 		}
 	}
 	if !hasRegion && h.cfg.Provision.IgnoreJobWithNoRegion {
+		lifecycle.RecordJobSkipped(ctx, lifecycle.GateRegion)
 		return nil
 	}
 	if len(strings.Split(jobModel, "/")) >= 5 {

@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/cds"
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/lifecycle"
 )
 
 // handleV2Job is §10: fetch the job in the hatchery's region, check it is waiting, check
@@ -13,6 +14,7 @@ import (
 // (fix of quirk Q31), except a model of another type, which stays pending for the job
 // context duration (quirk Q9, kept).
 func (h *Hatchery) handleV2Job(ctx context.Context, id string) {
+	seen := h.now()
 	ctx = context.WithValue(ctx, fieldJobID, id)
 	h.metrics.inc(ctx, mJobs)
 	drop := true
@@ -41,6 +43,7 @@ func (h *Hatchery) handleV2Job(ctx context.Context, id string) {
 	}
 	if err := h.checkCapacities(ctx); err != nil {
 		h.logCapacity(ctx, err)
+		lifecycle.RecordJobSkipped(ctx, lifecycle.GateCapacity)
 		return
 	}
 	if rj.Job.RunsOn.Model == "" {
@@ -86,6 +89,7 @@ func (h *Hatchery) handleV2Job(ctx context.Context, id string) {
 		model.Memory = n
 	}
 	if !h.provider.CanSpawn(ctx, model, id, nil) {
+		lifecycle.RecordJobSkipped(ctx, lifecycle.GateCanSpawn)
 		return
 	}
 	ok, err := h.provider.CanAllocateResources(ctx, model, id, nil)
@@ -94,10 +98,11 @@ func (h *Hatchery) handleV2Job(ctx context.Context, id string) {
 		return
 	}
 	if !ok {
+		lifecycle.RecordJobSkipped(ctx, lifecycle.GateResources)
 		return
 	}
 	h.attempts.inc(id)
-	if h.pushSpawn(ctx, spawnRequest{jobID: id, model: model, region: rj.Region}) {
+	if h.pushSpawn(ctx, spawnRequest{jobID: id, model: model, region: rj.Region, seen: seen}) {
 		drop = false
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/cds"
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/lifecycle"
 )
 
 // runStarter is one worker starter (§11.3): it takes spawn requests until ctx ends.
@@ -175,6 +176,9 @@ func (h *Hatchery) spawnForJob(ctx context.Context, req spawnRequest) {
 	h.booked.remove(req.jobID)
 	h.metrics.inc(ctx, mSpawnedWorkers)
 	h.log.Info(ctx, "worker %q started for job %s", workerName, req.jobID)
+	if !req.seen.IsZero() {
+		lifecycle.RecordJobToLaunch(ctx, h.now().Sub(req.seen))
+	}
 	if !isV2 && req.deprecated {
 		h.sendSpawnInfo(ctx, req.v1JobID, cds.MsgSpawnInfoDeprecatedModel, modelName)
 	}

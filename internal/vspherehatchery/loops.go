@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/hatchery"
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/lifecycle"
 )
 
 // Timings are the waits of the vSphere side (protocol spec §18.10). The zero value of a
@@ -244,11 +246,14 @@ func (o *Orchestrator) loop(ctx context.Context, name string, period time.Durati
 		}
 		// A provisioning pass may build several VMs, each waiting minutes for its IP.
 		pctx, cancel := context.WithTimeout(ctx, max(period*5, 20*time.Minute))
+		start := o.now()
 		err := pass(pctx)
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
+		end := o.now()
+		lifecycle.RecordPassAt(ctx, strings.TrimPrefix(name, "vsphere-"), end, end.Sub(start), err == nil)
 		if delay := schedule.record(err, o.now()); err != nil {
 			o.log.Error(ctx, "%s (failed pass %d, next pass in %s at the earliest): %v", name, schedule.failures, delay.Round(time.Second), err)
 		}
