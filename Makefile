@@ -29,8 +29,14 @@ generate:
 verify-generate: generate
 	@git diff --exit-code -- mock_vsphere/ || (echo "mock_vsphere is stale: run 'make generate' and commit" && exit 1)
 
+# The Go benchmarks of the hot pure functions, then the load harness, which writes
+# docs/benchmarks.md (with those benchmarks' output) in a few minutes.
+HOT_BENCH := ParseAnnotation|NewInventory|CanAllocate|FindAndReserve
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	@out=$$(mktemp); \
+	$(GO) test -run '^$$' -bench '$(HOT_BENCH)' -benchmem ./internal/vspherehatchery/ > $$out || { cat $$out; rm -f $$out; exit 1; }; \
+	cat $$out; \
+	$(GO) run ./cmd/hatchery-vsphere bench --out docs/benchmarks.md --gobench $$out; rc=$$?; rm -f $$out; exit $$rc
 
 demo:
 	$(GO) run ./cmd/hatchery-vsphere demo

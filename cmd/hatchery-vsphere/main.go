@@ -58,6 +58,8 @@ func run(args []string, stdout, stderr io.Writer, environ []string) int {
 		return 0
 	case "demo":
 		return runDemo(args[1:], stdout, stderr)
+	case "bench":
+		return runBench(args[1:], stdout, stderr)
 	default:
 		return usageError(stderr, fmt.Sprintf("unknown command %q", args[0]))
 	}
