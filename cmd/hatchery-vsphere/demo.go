@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -21,6 +22,29 @@ const demoDeadline = 3 * time.Minute
 // demoV1Model is the v1 worker model of the demo; its template is built by registration.
 const demoV1Model = "debian12-v1"
 
+// demoGuestPassword is the guest password of the demo's models and guestCredentials:
+// distinctive, so that a test can tell it never reaches the logs.
+const demoGuestPassword = "demo-Guest-pw-7Hq"
+
+// keepRunningJobDuration is how long each job runs by default with --keep-running: long
+// enough for a person to watch the status page fill and empty.
+const keepRunningJobDuration = 5 * time.Second
+
+// demoOptions are the settings of one demo run.
+type demoOptions struct {
+	jobs int
+	keep bool
+	// jobDuration is how long each simulated worker runs its job (0: it finishes at once).
+	jobDuration time.Duration
+	// log configures the hatchery's logs, written to stderr.
+	log config.Log
+	// configure, when set, adjusts the hatchery configuration before the run (tests).
+	configure func(cfg *config.File)
+	// inspect, when set, sees the simulators and the configuration after the run, before
+	// they are stopped (tests).
+	inspect func(h *daemon.Harness, cfg *config.File)
+}
+
 // runDemo runs the hatchery against an in-process simulated vCenter and CDS API, queues a
 // mix of v1 and v2 jobs, shows progress until every job has finished and every worker VM is
 // deleted, and prints a summary. The exit code is 0 only if every job succeeded and no
@@ -28,7 +52,8 @@ const demoV1Model = "debian12-v1"
 func runDemo(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("demo")
 	jobs := fs.Int("jobs", 20, "number of jobs to queue (half v1, half v2)")
-	keep := fs.Bool("keep-running", false, "keep serving /mon/* after the jobs until Ctrl-C")
+	keep := fs.Bool("keep-running", false, "keep serving the status page and /mon/* after the jobs until Ctrl-C")
+	jobDuration := fs.Duration("job-duration", 0, "how long each job runs (default 0, or 5s with --keep-running)")
 	verbose := fs.Bool("verbose", false, "print the hatchery logs on stderr")
 	if code := parseFlags(fs, args, stdout, stderr); code >= 0 {
 		return code
@@ -39,20 +64,38 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	if *jobs < 1 {
 		return usageError(stderr, "demo: --jobs must be at least 1")
 	}
+	if *jobDuration < 0 {
+		return usageError(stderr, "demo: --job-duration must not be negative")
+	}
+	opts := demoOptions{jobs: *jobs, keep: *keep, jobDuration: *jobDuration, log: config.Log{Level: "info", Format: "discard"}}
+	if *keep && !flagSet(fs, "job-duration") {
+		opts.jobDuration = keepRunningJobDuration
+	}
+	if *verbose {
+		opts.log.Format = "text"
+	}
 
 	ctx, stop := signalContext()
 	defer stop()
-	if err := demo(ctx, *jobs, *keep, *verbose, stdout, stderr); err != nil {
+	if err := demo(ctx, opts, stdout, stderr); err != nil {
 		fmt.Fprintf(stderr, "hatchery-vsphere: demo: %v\n", err)
 		return 1
 	}
 	return 0
 }
 
-func demo(ctx context.Context, jobs int, keep, verbose bool, stdout, stderr io.Writer) error {
+// flagSet tells whether the flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+func demo(ctx context.Context, opts demoOptions, stdout, stderr io.Writer) error {
 	begin := time.Now()
+	jobs := opts.jobs
 	fmt.Fprintln(stdout, "starting a simulated vCenter and a simulated CDS API...")
-	h, err := daemon.NewHarness(ctx, daemon.HarnessOptions{Name: "hatchery-demo"})
+	h, err := daemon.NewHarness(ctx, daemon.HarnessOptions{Name: "hatchery-demo", JobDuration: opts.jobDuration})
 	if err != nil {
 		return err
 	}
@@ -60,6 +103,9 @@ func demo(ctx context.Context, jobs int, keep, verbose bool, stdout, stderr io.W
 	initial := h.VCenter.VMNames()
 
 	cfg := demoConfig(h)
+	if opts.configure != nil {
+		opts.configure(cfg)
+	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("demo configuration: %w", err)
 	}
@@ -67,11 +113,7 @@ func demo(ctx context.Context, jobs int, keep, verbose bool, stdout, stderr io.W
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	logCfg := config.Log{Level: "info", Format: "discard"}
-	if verbose {
-		logCfg.Format = "text"
-	}
-	logger := newLogger(logCfg, stderr)
+	logger := newLogger(opts.log, stderr)
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -79,10 +121,14 @@ func demo(ctx context.Context, jobs int, keep, verbose bool, stdout, stderr io.W
 	go func() {
 		done <- daemon.Run(runCtx, cfg, logger, append(h.Options(), daemon.WithListener(ln))...)
 	}()
-	fmt.Fprintf(stdout, "hatchery %q running, /mon/status on http://%s/mon/status\n", h.Name, ln.Addr())
+	fmt.Fprintf(stdout, "hatchery %q running: status page on http://%s/ (data at /mon/vms, health at /mon/status)\n", h.Name, ln.Addr())
 
 	v1IDs, v2IDs := queueDemoJobs(h, jobs)
-	fmt.Fprintf(stdout, "queued %d v1 and %d v2 jobs\n", len(v1IDs), len(v2IDs))
+	fmt.Fprintf(stdout, "queued %d v1 and %d v2 jobs", len(v1IDs), len(v2IDs))
+	if opts.jobDuration > 0 {
+		fmt.Fprintf(stdout, ", each running %s", opts.jobDuration)
+	}
+	fmt.Fprintln(stdout)
 
 	finished := func() bool {
 		return jobsDone(h, v1IDs, v2IDs) == jobs && len(workerVMs(h, initial)) == 0
@@ -117,8 +163,8 @@ wait:
 	}
 	fmt.Fprintf(stdout, "\r%s\n", progressLine(h, v1IDs, v2IDs, initial))
 
-	if keep && runErr == nil && !daemonStopped {
-		fmt.Fprintf(stdout, "all jobs done; still serving http://%s/mon/status - press Ctrl-C to stop\n", ln.Addr())
+	if opts.keep && runErr == nil && !daemonStopped {
+		fmt.Fprintf(stdout, "all jobs done; still serving the status page on http://%s/ - press Ctrl-C to stop\n", ln.Addr())
 		<-ctx.Done()
 	}
 	cancel()
@@ -126,6 +172,9 @@ wait:
 		if err := <-done; err != nil && runErr == nil {
 			runErr = fmt.Errorf("the hatchery stopped: %v", err)
 		}
+	}
+	if opts.inspect != nil {
+		opts.inspect(h, cfg)
 	}
 	return summary(stdout, h, v1IDs, v2IDs, initial, time.Since(begin), runErr)
 }
@@ -141,7 +190,7 @@ func demoConfig(h *daemon.Harness) *config.File {
 	vs.Flavors = []config.Flavor{{Name: "small", CPUs: 1, MemoryMB: 2048}, {Name: "large", CPUs: 4, MemoryMB: 8192}}
 	vs.WorkerProvisioning = []config.WorkerProvisioning{{ModelVMWare: "debian12", Number: 2}}
 	vs.WorkerProvisioningInterval = 1
-	vs.GuestCredentials = []config.GuestCredential{{ModelVMWare: "debian12", Username: "cds", Password: "demo"}}
+	vs.GuestCredentials = []config.GuestCredential{{ModelVMWare: "debian12", Username: "cds", Password: demoGuestPassword}}
 	vs.CommonConfiguration.Provision.MaxWorker = 10
 	vs.CommonConfiguration.Provision.MaxConcurrentProvisioning = 5
 	vs.CommonConfiguration.Provision.RegisterFrequency = 1
@@ -154,13 +203,13 @@ func queueDemoJobs(h *daemon.Harness, n int) ([]int64, []string) {
 	h.API.AddV1Model(cdssim.V1Model{
 		Name: demoV1Model, Type: "vsphere", NeedRegistration: true,
 		ModelVirtualMachine: cdssim.VirtualMachineModel{
-			Image: "debian12", User: "cds", Password: "demo",
+			Image: "debian12", User: "cds", Password: demoGuestPassword,
 			Cmd: "./worker", PostCmd: "sudo shutdown -h now",
 		},
 	})
 	model := cdssim.V2WorkerModel{
 		Name: "debian12", Type: "vsphere", OSArch: "linux/amd64",
-		Spec: cdssim.V2ModelSpec{Image: "debian12", Username: "cds", Password: "demo"},
+		Spec: cdssim.V2ModelSpec{Image: "debian12", Username: "cds", Password: demoGuestPassword},
 	}
 	flavors := []string{"", "small", "", "large"}
 	var v1IDs []int64

@@ -49,7 +49,7 @@ func (s *mutableSource) addVM(row VMRow) {
 
 // TestUIInABrowser loads the status page in headless Chromium, checks that the page's
 // script picks up new data from /mon/vms, and that every VM and every bar is visible.
-// UPDATE_SCREENSHOT=1 writes docs/status-page.png.
+// The README's screenshot comes from the live hatchery's test in internal/daemon.
 func TestUIInABrowser(t *testing.T) {
 	chromium := findChromium(t)
 	src := &mutableSource{d: sampleDashboard()}

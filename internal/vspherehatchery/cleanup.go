@@ -63,7 +63,7 @@ func (o *Orchestrator) killAwolServers(ctx context.Context, svc hatchery.Service
 		if vm.Template || !vm.OwnedBy(o.hatcheryName()) {
 			continue
 		}
-		vctx := context.WithValue(ctx, fieldVMName, vm.Name)
+		vctx := vmLogContext(ctx, vm)
 		if o.caches.ToDelete.Has(vm.Name) {
 			actions = append(actions, o.deletion(vm, "marked for deletion"))
 			continue
@@ -133,7 +133,7 @@ func (o *Orchestrator) runCleanupActions(ctx context.Context, svc hatchery.Servi
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := a.run(context.WithValue(ctx, fieldVMName, a.vm.Name), svc); err != nil {
+			if err := a.run(vmLogContext(ctx, a.vm), svc); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
@@ -278,7 +278,7 @@ func (o *Orchestrator) deleteServer(ctx context.Context, svc hatchery.Services, 
 	if !v.HasAnnotation {
 		return nil
 	}
-	o.log.Info(ctx, "deleting VM %q: %s", v.Name, reason)
+	o.log.Debug(ctx, "deleting VM %q: %s", v.Name, reason)
 	if strings.HasPrefix(v.Name, RegisterPrefix) {
 		o.checkRegistrationFailed(ctx, svc, v)
 	}
@@ -286,6 +286,7 @@ func (o *Orchestrator) deleteServer(ctx context.Context, svc hatchery.Services, 
 	if vsphere.IsNotFound(err) {
 		o.caches.ToDelete.Remove(v.Name)
 		o.jobs.forget(v.Name)
+		o.log.Debug(ctx, "VM %q already gone", v.Name)
 		return nil
 	}
 	if err != nil {
@@ -295,6 +296,8 @@ func (o *Orchestrator) deleteServer(ctx context.Context, svc hatchery.Services, 
 		if err := o.client.ShutdownVirtualMachine(ctx, vm); err != nil && !vsphere.IsNotFound(err) {
 			// Destroy fails on a powered-on VM and says so; the next pass retries.
 			o.log.Warn(ctx, "power off VM %q before deletion: %v", v.Name, err)
+		} else if err == nil {
+			o.log.Info(ctx, "VM %q powered off before deletion", v.Name)
 		}
 	}
 	o.caches.ToDelete.Remove(v.Name)
@@ -304,6 +307,7 @@ func (o *Orchestrator) deleteServer(ctx context.Context, svc hatchery.Services, 
 		o.caches.ToDelete.Add(v.Name)
 		return fmt.Errorf("delete VM %q: %w", v.Name, err)
 	}
+	o.log.Info(ctx, "VM %q deleted: %s", v.Name, reason)
 	lifecycle.RecordDeletion(ctx, deletionKind(reason))
 	return nil
 }
@@ -376,7 +380,7 @@ func (o *Orchestrator) killDisabledWorkers(ctx context.Context, svc hatchery.Ser
 			continue
 		}
 		if o.caches.ToDelete.Add(vm.Name) {
-			o.log.Info(context.WithValue(ctx, fieldVMName, vm.Name), "VM %q marked for deletion: worker disabled", vm.Name)
+			o.log.Info(vmLogContext(ctx, vm), "VM %q marked for deletion: worker disabled", vm.Name)
 		}
 	}
 	return nil

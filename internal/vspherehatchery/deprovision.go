@@ -126,7 +126,6 @@ func hasWorkingIP(vm VM) bool {
 // powered off it is as good as one provisioned in one go.
 func (o *Orchestrator) finishProvisioning(vm VM) cleanupAction {
 	return cleanupAction{vm: vm, reason: "half-provisioned", run: func(ctx context.Context, _ hatchery.Services) error {
-		o.log.Info(ctx, "powering off half-provisioned VM %q: it has its IP address", vm.Name)
 		obj, err := o.client.LoadVirtualMachine(ctx, vm.Name)
 		if vsphere.IsNotFound(err) {
 			return nil
@@ -137,6 +136,7 @@ func (o *Orchestrator) finishProvisioning(vm VM) cleanupAction {
 		if err := o.client.ShutdownVirtualMachine(ctx, obj); err != nil {
 			return fmt.Errorf("finish provisioning of VM %q: %w", vm.Name, err)
 		}
+		o.log.Info(ctx, "half-provisioned VM %q powered off: it has its IP address", vm.Name)
 		return nil
 	}}
 }

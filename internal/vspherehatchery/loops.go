@@ -163,6 +163,7 @@ func (o *Orchestrator) Run(ctx context.Context, svc hatchery.Services) error {
 		return errors.New("vsphere provider: run without framework services")
 	}
 	o.setServices(svc)
+	ctx = o.withHatchery(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

@@ -52,6 +52,7 @@ func New(cfg config.VSphere, client vsphere.VSphereClient, logger *log.Logger, n
 	if logger == nil {
 		logger = log.New()
 	}
+	registerLogFields(logger)
 	if now == nil {
 		now = time.Now
 	}

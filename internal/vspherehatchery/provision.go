@@ -149,6 +149,11 @@ func (o *Orchestrator) provisionOne(ctx context.Context, inv Inventory, item pro
 	o.caches.ProvisioningPending.Add(name)
 	defer o.caches.ProvisioningPending.Remove(name)
 	ctx = context.WithValue(ctx, fieldVMName, name)
+	if item.model != nil {
+		ctx = context.WithValue(ctx, fieldModel, item.model.GroupPath())
+	} else {
+		ctx = context.WithValue(ctx, fieldModel, item.vmwareModel)
+	}
 
 	source, err := o.client.LoadVirtualMachine(ctx, sourceName)
 	if err != nil {
@@ -178,6 +183,7 @@ func (o *Orchestrator) provisionOne(ctx context.Context, inv Inventory, item pro
 		}
 		return fmt.Errorf("provision %q: %w", name, err)
 	}
+	o.log.Info(ctx, "VM %q cloned from %q and powered on for provisioning", name, sourceName)
 	gctx, cancel := context.WithTimeout(ctx, o.timings.GuestReady)
 	err = o.client.WaitForGuestOperationsReady(gctx, vm)
 	cancel()
@@ -190,6 +196,6 @@ func (o *Orchestrator) provisionOne(ctx context.Context, inv Inventory, item pro
 	if err != nil {
 		return o.abandon(ctx, vm, name, fmt.Errorf("provision %q: %w", name, err))
 	}
-	o.log.Info(ctx, "VM %q provisioned from %q", name, sourceName)
+	o.log.Info(ctx, "VM %q provisioned from %q and powered off", name, sourceName)
 	return nil
 }

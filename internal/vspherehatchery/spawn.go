@@ -47,6 +47,7 @@ func (o *Orchestrator) SpawnWorker(ctx context.Context, args hatchery.SpawnArgum
 	if model == nil || (model.ModelV1 == nil && model.ModelV2 == nil) {
 		return fmt.Errorf("spawn worker %q: no worker model", args.WorkerName)
 	}
+	ctx = o.withHatchery(ctx)
 	ctx = context.WithValue(ctx, fieldWorkerName, args.WorkerName)
 	ctx = context.WithValue(ctx, fieldJobID, args.JobID)
 	ctx = context.WithValue(ctx, fieldModel, model.Name())
@@ -216,7 +217,7 @@ func (o *Orchestrator) spawnFromClone(ctx context.Context, args hatchery.SpawnAr
 	}
 	lifecycle.RecordCloneDuration(ctx, o.now().Sub(cloneStart))
 	ctx = context.WithValue(ctx, fieldVMName, args.WorkerName)
-	o.log.Info(ctx, "VM %q cloned from %q", args.WorkerName, sourceName)
+	o.log.Info(ctx, "VM %q cloned from %q and powered on", args.WorkerName, sourceName)
 	if err := o.startWorker(ctx, vm, args.WorkerName, ip, args, creds); err != nil {
 		return o.abandon(ctx, vm, args.WorkerName, fmt.Errorf("spawn worker %q: %w", args.WorkerName, err))
 	}
@@ -327,16 +328,20 @@ func (o *Orchestrator) reuseProvisioned(ctx context.Context, args hatchery.Spawn
 	if err := o.client.ReconfigureVirtualMachine(ctx, vm, spec); err != nil {
 		return fail(err)
 	}
+	o.log.Info(ctx, "provisioned VM %q claimed for worker %q", candidate.Name, args.WorkerName)
 	if err := o.client.RenameVirtualMachine(ctx, vm, args.WorkerName); err != nil {
 		return fail(err)
 	}
 	current = args.WorkerName
+	// From here on the lines (and a rollback's) name the VM by its new name.
+	ctx = context.WithValue(ctx, fieldVMName, current)
+	o.log.Info(ctx, "provisioned VM %q renamed to %q", candidate.Name, args.WorkerName)
 	// The original paused 2 s here; the rename task has completed, nothing to wait for.
 	if err := o.client.StartVirtualMachine(ctx, vm); err != nil {
 		return fail(spawnFailed(lifecycle.SpawnPowerOn, err))
 	}
 	lifecycle.RecordClaimLatency(ctx, o.now().Sub(claimStart))
-	o.log.Info(ctx, "provisioned VM %q reused as %q", candidate.Name, args.WorkerName)
+	o.log.Info(ctx, "VM %q powered on (provisioned VM %q reused)", args.WorkerName, candidate.Name)
 	if err := o.startWorker(ctx, vm, args.WorkerName, candidate.Annotation.IPAddress, args, creds); err != nil {
 		return fail(err)
 	}
@@ -349,10 +354,18 @@ func (o *Orchestrator) abandon(ctx context.Context, vm *object.VirtualMachine, n
 	// The spawn may have failed because ctx ended; the rollback must still happen.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
 	defer cancel()
+	ctx = context.WithValue(ctx, fieldVMName, name)
+	poweredOff := true
 	if err := o.client.ShutdownVirtualMachine(rctx, vm); err != nil {
+		poweredOff = false
 		o.log.Warn(ctx, "power off failed VM %q: %v", name, err)
 	}
 	o.markForDeletion(name)
+	if poweredOff {
+		o.log.Info(ctx, "VM %q powered off and marked for deletion: %v", name, cause)
+	} else {
+		o.log.Info(ctx, "VM %q marked for deletion: %v", name, cause)
+	}
 	o.recordVMError(name, cause)
 	return cause
 }

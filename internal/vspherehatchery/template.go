@@ -68,7 +68,7 @@ func (o *Orchestrator) buildTemplate(ctx context.Context, model *hatchery.Worker
 		}
 		return nil, fmt.Errorf("build template of model %q: %w", model.Name(), err)
 	}
-	o.log.Info(ctx, "building the template of model %q in VM %q", model.Name(), tmpName)
+	o.log.Info(ctx, "VM %q cloned from %q and powered on to build the template of model %q", tmpName, image, model.Name())
 
 	current := tmpName
 	fail := func(err error) (*object.VirtualMachine, error) {
@@ -87,19 +87,22 @@ func (o *Orchestrator) buildTemplate(ctx context.Context, model *hatchery.Worker
 	if err != nil {
 		return fail(fmt.Errorf("VM %q did not power off after the post-command: %w", tmpName, err))
 	}
+	o.log.Info(ctx, "VM %q powered off by the post-command of model %q", tmpName, model.Name())
 	if _, ok := inv.ModelTemplate(name); ok {
 		if err := o.destroyByName(ctx, name); err != nil {
 			return fail(fmt.Errorf("delete the previous template: %w", err))
 		}
+		o.log.Info(context.WithValue(ctx, fieldVMName, name), "previous template %q of model %q deleted", name, model.Name())
 	}
 	if err := o.client.RenameVirtualMachine(ctx, vm, name); err != nil {
 		return fail(err)
 	}
 	current = name
+	ctx = context.WithValue(ctx, fieldVMName, name)
 	if err := o.client.MarkVirtualMachineAsTemplate(ctx, vm); err != nil {
 		return fail(err)
 	}
-	o.log.Info(ctx, "template %q of model %q built", name, model.Name())
+	o.log.Info(ctx, "template %q of model %q built (VM %q renamed and marked as template)", name, model.Name(), tmpName)
 	return vm, nil
 }
 
