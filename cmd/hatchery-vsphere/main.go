@@ -23,8 +23,11 @@ Commands:
   config new                    print a complete, commented configuration file
   config check --config FILE    validate a configuration file
   version                       print the version
-  demo [--jobs N] [--keep-running] [--verbose]
+  demo [--jobs N] [--keep-running] [--job-duration D] [--verbose]
                                 run against an in-process simulated vCenter and CDS API
+  bench [--out FILE] [--quick] [--scenarios a,b]
+                                measure decision cost, burst, idle cost and memory on the
+                                simulators and write a Markdown report
   help                          print this help
 
 Every configuration key can be overridden by an environment variable: CDS_ and its TOML
