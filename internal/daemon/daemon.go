@@ -57,6 +57,7 @@ type options struct {
 	listener  net.Listener
 	provider  ProviderFactory
 	hostname  string
+	inventory vsphere.InventoryOptions
 }
 
 // WithClock injects the clock of the framework, the provider and the API clients.
@@ -74,6 +75,10 @@ func WithListener(ln net.Listener) Option { return func(o *options) { o.listener
 
 // WithProvider replaces the vSphere provider (tests with a fake back-end).
 func WithProvider(f ProviderFactory) Option { return func(o *options) { o.provider = f } }
+
+// WithInventory tunes the live VM inventory (e.g. a short poll period where the simulated
+// guests power their VMs off behind the hatchery's back).
+func WithInventory(io vsphere.InventoryOptions) Option { return func(o *options) { o.inventory = io } }
 
 // WithHostname sets the host name of the monitoring lines (default os.Hostname()).
 func WithHostname(name string) Option { return func(o *options) { o.hostname = name } }
@@ -121,7 +126,17 @@ func Run(ctx context.Context, cfg *config.File, logger *log.Logger, opts ...Opti
 	}()
 
 	// Every vCenter call of the provider is counted and timed by method.
-	provider, err := o.provider(ctx, ProviderInput{Config: vs, Client: vsphere.Instrument(vc), Logger: logger, Now: o.now, Tick: o.tick})
+	// Decisions read a live inventory instead of listing vCenter each time (the original
+	// listed the whole inventory several times per job). The hatchery's own actions update
+	// it at once; others' changes arrive with the next poll. Every call that does reach
+	// vCenter is counted and timed by method.
+	invOpts := o.inventory
+	if invOpts.Now == nil {
+		invOpts.Now = o.now
+	}
+	inventory := vsphere.NewInventory(vc, invOpts)
+	client := vsphere.NewCachedClient(vsphere.Instrument(vc), inventory)
+	provider, err := o.provider(ctx, ProviderInput{Config: vs, Client: client, Logger: logger, Now: o.now, Tick: o.tick})
 	if err != nil {
 		return fmt.Errorf("build the vSphere provider: %w", err)
 	}
@@ -180,6 +195,7 @@ func Run(ctx context.Context, cfg *config.File, logger *log.Logger, opts ...Opti
 	logger.Info(ctx, "hatchery %q serving /mon on %s", common.Name, ln.Addr())
 
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return inventory.Run(gctx) })
 	g.Go(func() error { return h.Run(gctx) })
 	g.Go(func() error { return serveHTTP(gctx, srv, ln) })
 	err = g.Wait()

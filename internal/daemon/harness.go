@@ -15,6 +15,7 @@ import (
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/config"
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/hatchery"
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/simenv"
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/vsphere"
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/vspherehatchery"
 )
 
@@ -244,6 +245,9 @@ func (h *Harness) Options() []Option {
 			t := time.NewTicker(d)
 			return t.C, t.Stop
 		}),
+		// Simulated workers power their VMs off behind the hatchery's back, as real guests
+		// do: the inventory must notice within the test's patience, not in 30 s.
+		WithInventory(vsphere.InventoryOptions{PollInterval: 100 * time.Millisecond}),
 		WithProvider(NewVSphereProvider(VSphereProviderOptions{Timings: vspherehatchery.Timings{
 			Cleanup:       100 * time.Millisecond,
 			EnvProbeEvery: 20 * time.Millisecond,
