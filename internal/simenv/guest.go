@@ -294,6 +294,9 @@ type processManager struct {
 	username       string
 	password       string
 	onGuestProgram func(GuestProgram)
+	// later runs a function once the simulator is released (serializer.later): the
+	// callback may call the Env, which would deadlock under the serializer's mutex.
+	later func(func())
 }
 
 func (e *Env) installProcessManager() error {
@@ -311,6 +314,7 @@ func (e *Env) installProcessManager() error {
 		username:       e.opts.GuestUsername,
 		password:       e.opts.GuestPassword,
 		onGuestProgram: e.opts.OnGuestProgram,
+		later:          e.sim.later,
 	}
 	pm.Self = *gom.ProcessManager
 	reg.Put(pm) // same reference: replaces the stock manager
@@ -362,7 +366,7 @@ func (m *processManager) StartProgramInGuest(ctx *simulator.Context, req *types.
 	if m.onGuestProgram != nil {
 		cb := p
 		cb.Env = append([]string(nil), p.Env...)
-		m.onGuestProgram(cb)
+		m.later(func() { m.onGuestProgram(cb) })
 	}
 	body.Res = &types.StartProgramInGuestResponse{Returnval: p.PID}
 	return body

@@ -9,17 +9,26 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 )
 
-// methodHooks runs before every SOAP method the simulator dispatches (Registry.Handler).
-// Faults and delays live here rather than in simulator.FaultInjectionRule and
-// DelayConfig.MethodDelay because those are read by concurrent calls without
-// synchronisation (a shared math/rand source, a plain map), which -race reports.
+// methodHooks keeps the fault and latency knobs and runs before every SOAP method the
+// simulator dispatches (Registry.Handler). Faults and delays live here rather than in
+// simulator.FaultInjectionRule and DelayConfig.MethodDelay because those are read by
+// concurrent calls without synchronisation (a shared math/rand source, a plain map), which
+// -race reports, and because a delay must be served before the call takes the serializer.
 type methodHooks struct {
-	closing <-chan struct{}
-
 	mu     sync.Mutex
 	faults map[string][]*faultRule
 	delays map[string]time.Duration
 	calls  map[string]int
+	// armed is the fault the request being served answers with: decided (and counted)
+	// once per client call at the HTTP layer, applied when the simulator dispatches it.
+	armed *armedFault
+	// delaying, when set (by tests), is told of each call about to wait for its delay.
+	delaying func(method string)
+}
+
+type armedFault struct {
+	method string
+	fault  types.BaseMethodFault
 }
 
 type faultRule struct {
@@ -27,12 +36,11 @@ type faultRule struct {
 	left  int // <= 0: unlimited
 }
 
-func newMethodHooks(closing <-chan struct{}) *methodHooks {
+func newMethodHooks() *methodHooks {
 	return &methodHooks{
-		closing: closing,
-		faults:  make(map[string][]*faultRule),
-		delays:  make(map[string]time.Duration),
-		calls:   make(map[string]int),
+		faults: make(map[string][]*faultRule),
+		delays: make(map[string]time.Duration),
+		calls:  make(map[string]int),
 	}
 }
 
@@ -70,6 +78,9 @@ func (h *methodHooks) next(method string) (time.Duration, types.BaseMethodFault)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.calls[method]++
+	if h.delaying != nil && h.delays[method] > 0 {
+		h.delaying(method)
+	}
 	rules := h.faults[method]
 	if len(rules) == 0 {
 		return h.delays[method], nil
@@ -84,33 +95,58 @@ func (h *methodHooks) next(method string) (time.Duration, types.BaseMethodFault)
 	return h.delays[method], r.fault
 }
 
+// arm makes the next dispatch of method answer with fault (nil: none). The serializer's
+// mutex is held from arm to disarm, so no other call can take the fault.
+func (h *methodHooks) arm(method string, fault types.BaseMethodFault) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.armed = nil
+	if fault != nil {
+		h.armed = &armedFault{method: method, fault: fault}
+	}
+}
+
+func (h *methodHooks) disarm() {
+	h.arm("", nil)
+}
+
+func (h *methodHooks) takeArmed(method string) types.BaseMethodFault {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.armed == nil || h.armed.method != method {
+		return nil
+	}
+	f := h.armed.fault
+	h.armed = nil
+	return f
+}
+
 // handle is installed as the registry's Handler. Returning a nil reference keeps the
 // simulator's own handler; a non-nil fault answers the call with it.
-func (h *methodHooks) handle(ctx *simulator.Context, m *simulator.Method) (mo.Reference, types.BaseMethodFault) {
-	if !isInternal(ctx) {
-		delay, fault := h.next(m.Name)
-		if delay > 0 {
-			t := time.NewTimer(delay)
-			select {
-			case <-t.C:
-			case <-h.closing:
-				t.Stop()
-			}
-		}
-		if fault != nil {
-			return nil, fault
-		}
+func (h *methodHooks) handle(_ *simulator.Context, m *simulator.Method) (mo.Reference, types.BaseMethodFault) {
+	if fault := h.takeArmed(m.Name); fault != nil {
+		return nil, fault
 	}
-	if m.Name == "CloneVM_Task" {
-		if req, ok := m.Body.(*types.CloneVM_Task); ok {
-			carryCloneAnnotation(req)
+	switch req := m.Body.(type) {
+	case *types.CloneVM_Task:
+		carryCloneAnnotation(req)
+	case *types.WaitForUpdatesEx:
+		// The simulator must never block under the serializer: it computes the updates
+		// available now, and Env.longPoll does the waiting.
+		opts := types.WaitOptions{}
+		if req.Options != nil {
+			opts = *req.Options
+		}
+		opts.MaxWaitSeconds = new(int32)
+		req.Options = &opts
+	case *types.WaitForUpdates:
+		// The deprecated form has no wait options: the simulator would block until a
+		// change that cannot come while it holds the serializer. Nothing here uses it.
+		if req.Version != "" {
+			return nil, &types.NotSupported{}
 		}
 	}
 	return nil, nil
-}
-
-func isInternal(ctx *simulator.Context) bool {
-	return ctx != nil && ctx.Context != nil && ctx.Context.Value(internalKey{}) != nil
 }
 
 // carryCloneAnnotation makes the clone keep the annotation of its spec, which the

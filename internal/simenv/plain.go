@@ -10,9 +10,14 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// plainVMWorkers bounds the concurrent creations of CreatePlainVMs. Most of a creation is
-// spent in the simulator's 10 ms task polling, so many run at once even on 2 cores.
-const plainVMWorkers = 32
+// plainVMWorkers bounds the concurrent creations of CreatePlainVMs, and plainVMBatch is
+// how many VMs one turn of the serializer creates: concurrent creations and power-ons of
+// unrelated VMs are race-free in vcsim, and holding the simulator for a bounded batch lets
+// the calls of others through in between.
+const (
+	plainVMWorkers = 32
+	plainVMBatch   = 4 * plainVMWorkers
+)
 
 // CreatePlainVMs adds n powered-on VMs unrelated to CDS (no annotation, 1 vCPU, 512 MB,
 // one NIC, named PlainVMPrefix + a number, guest IPs from plainVMRange).
@@ -24,20 +29,19 @@ func (e *Env) CreatePlainVMs(ctx context.Context, n int) error {
 	if n <= 0 {
 		return nil
 	}
-	ictx := internalContext(ctx)
-	f, err := e.finder(ictx)
+	f, err := e.finder(ctx)
 	if err != nil {
 		return err
 	}
-	folderRef, err := f.Folder(ictx, e.Folder)
+	folderRef, err := f.Folder(ctx, e.Folder)
 	if err != nil {
 		return fmt.Errorf("folder %q: %w", e.Folder, err)
 	}
-	poolRef, err := f.ResourcePool(ictx, e.ResourcePool)
+	poolRef, err := f.ResourcePool(ctx, e.ResourcePool)
 	if err != nil {
 		return fmt.Errorf("resource pool %q: %w", e.ResourcePool, err)
 	}
-	backing, err := e.nicBacking(ictx, f)
+	backing, err := e.nicBacking(ctx, f)
 	if err != nil {
 		return err
 	}
@@ -51,39 +55,46 @@ func (e *Env) CreatePlainVMs(ctx context.Context, n int) error {
 	e.plainN += n
 	e.plainMu.Unlock()
 
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(plainVMWorkers)
-	for i := first; i < first+n; i++ {
-		if gctx.Err() != nil {
-			break
+	for start := first; start < first+n; start += plainVMBatch {
+		if err := ctx.Err(); err != nil {
+			return err
 		}
-		name := fmt.Sprintf("%s%06d", PlainVMPrefix, i)
-		g.Go(func() error {
-			spec, err := newVMSpec(name, e.Datastore, backing, 1, 512)
-			if err != nil {
-				return err
+		end := min(start+plainVMBatch, first+n)
+		var err error
+		e.sim.do(func() {
+			var g errgroup.Group
+			g.SetLimit(plainVMWorkers)
+			for i := start; i < end; i++ {
+				name := fmt.Sprintf("%s%06d", PlainVMPrefix, i)
+				g.Go(func() error {
+					spec, err := newVMSpec(name, e.Datastore, backing, 1, 512)
+					if err != nil {
+						return err
+					}
+					return e.createPlainVM(folder, poolRef.Reference(), spec)
+				})
 			}
-			return e.createPlainVM(folder, poolRef.Reference(), spec)
+			err = g.Wait()
 		})
+		if err != nil {
+			return err
+		}
 	}
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	return ctx.Err()
+	return nil
 }
 
+// createPlainVM creates and powers on one VM. It runs under the serializer (several at a
+// time, in the goroutines of one batch).
 func (e *Env) createPlainVM(folder *simulator.Folder, pool types.ManagedObjectReference, spec types.VirtualMachineConfigSpec) error {
 	// One context per VM: simulator object locks are owned by a context.
-	sctx := e.simContext()
-	sctx.Session = &simulator.Session{
-		UserSession: types.UserSession{Key: "simenv", UserName: e.Username},
-		Registry:    simulator.NewRegistry(),
-		Map:         sctx.Map,
-	}
+	sctx := e.sessionContext()
 	var res *methods.CreateVM_TaskBody
 	sctx.WithLock(folder, func() {
 		res, _ = folder.CreateVMTask(sctx, &types.CreateVM_Task{This: folder.Self, Config: spec, Pool: pool}).(*methods.CreateVM_TaskBody)
 	})
+	if res == nil || res.Res == nil {
+		return fmt.Errorf("create %q: no task", spec.Name)
+	}
 	info, err := e.waitTask(res.Res.Returnval)
 	if err != nil {
 		return fmt.Errorf("create %q: %w", spec.Name, err)
@@ -105,18 +116,9 @@ func (e *Env) createPlainVM(folder *simulator.Folder, pool types.ManagedObjectRe
 	return nil
 }
 
-// waitTask waits for a simulator task and returns its final info.
+// waitTask waits for a simulator task started under the serializer and returns its final
+// info. It runs under the serializer.
 func (e *Env) waitTask(ref types.ManagedObjectReference) (types.TaskInfo, error) {
-	task, ok := e.Model.Map().Get(ref).(*simulator.Task)
-	if !ok {
-		return types.TaskInfo{}, fmt.Errorf("task %s not in the registry", ref)
-	}
-	task.Wait()
-	var info types.TaskInfo
-	sctx := e.simContext()
-	sctx.WithLock(task, func() { info = task.Info })
-	if info.Error != nil {
-		return info, fmt.Errorf("%s: %T", info.DescriptionId, info.Error.Fault)
-	}
-	return info, nil
+	e.sim.tasks.wait(e.Model.Map(), ref, e.closing)
+	return e.taskInfo(ref)
 }

@@ -67,7 +67,9 @@ type Options struct {
 	// operations accept (others fail with InvalidGuestLogin). Empty accepts anything.
 	GuestUsername, GuestPassword string
 	// OnGuestProgram is called for every successful StartProgramInGuest, synchronously,
-	// inside the SOAP call: keep it short or hand the work to a goroutine you own.
+	// before the call answers but with the simulator released: it may call the Env (for
+	// example PowerOffVM). Every client call waits for it: keep it short or hand the work
+	// to a goroutine you own.
 	OnGuestProgram func(GuestProgram)
 }
 
@@ -83,7 +85,10 @@ func (o *Options) setDefaults() {
 	}
 }
 
-// Env is a running simulated vCenter.
+// Env is a running simulated vCenter. It is safe for concurrent use: every SOAP call, and
+// every helper touching the simulator's objects, runs alone in the simulator and returns
+// only once the tasks it started have finished (vcsim is not free of data races
+// otherwise). Method delays and long-poll waits do not hold the simulator.
 type Env struct {
 	// URL is the SDK endpoint (https, path /sdk) with Username:Password as user info.
 	URL                *url.URL
@@ -100,6 +105,7 @@ type Env struct {
 	RootCAs *x509.CertPool
 
 	// Model and Server give raw access to the simulator for what this type does not cover.
+	// Touch Model's objects only inside Locked.
 	Model  *simulator.Model
 	Server *simulator.Server
 
@@ -107,6 +113,8 @@ type Env struct {
 	internal *vim25.Client // in-memory client: bypasses faults and delays
 	hooks    *methodHooks
 	guest    *guestState
+	sim      *serializer
+	feed     *changeFeed
 	closing  chan struct{}
 
 	plainMu sync.Mutex
@@ -151,17 +159,24 @@ func New(ctx context.Context, opts Options) (*Env, error) {
 		closing:      make(chan struct{}),
 	}
 	e.guest = newGuestState(dhcp, plain)
-	e.hooks = newMethodHooks(e.closing)
+	e.hooks = newMethodHooks()
+	e.feed = newChangeFeed()
+	tasks := newTaskTracker()
 
 	reg := m.Map()
-	// Both hooks go in before the server starts so that no call ever sees the stock
-	// behaviour (the stock guest process manager hangs the simulator on plain VMs).
+	e.sim = newSerializer(reg, tasks, e.closing)
+	// The hooks go in before the server starts so that no call ever sees the stock
+	// behaviour (the stock guest process manager hangs the simulator on plain VMs) nor
+	// runs outside the serializer.
 	reg.Handler = e.hooks.handle
 	reg.AddHandler(&guestHook{state: e.guest})
+	reg.AddHandler(tasks)
+	reg.AddHandler(e.feed)
 	if err := e.installProcessManager(); err != nil {
 		m.Remove()
 		return nil, err
 	}
+	e.installSDKHandler()
 
 	m.Service.TLS = new(tls.Config)
 	e.Server = m.Service.NewServer()
@@ -185,13 +200,12 @@ func (e *Env) start(ctx context.Context) error {
 	e.RootCAs = x509.NewCertPool()
 	e.RootCAs.AddCert(e.Server.Certificate())
 
-	ictx := internalContext(ctx)
-	e.internal, err = vim25.NewClient(ictx, e.Model.Service)
+	e.internal, err = vim25.NewClient(ctx, lockedService{e: e})
 	if err != nil {
 		return fmt.Errorf("in-memory client: %w", err)
 	}
 	for _, t := range e.opts.Templates {
-		if err := e.createTemplate(ictx, t); err != nil {
+		if err := e.createTemplate(ctx, t); err != nil {
 			return err
 		}
 	}
@@ -231,12 +245,11 @@ func (e *Env) Client(ctx context.Context) (*govmomi.Client, error) {
 	return c, nil
 }
 
-// internalKey marks calls made by the Env itself through the in-memory client; the method
-// hooks let them through without faults or delays.
-type internalKey struct{}
-
-func internalContext(ctx context.Context) context.Context {
-	return context.WithValue(ctx, internalKey{}, true)
+// Locked runs f with the simulator to itself, after every task started by earlier calls
+// has finished: the way to read or change Model's objects directly. f must not call the
+// Env nor a client of it (that would wait for f forever).
+func (e *Env) Locked(f func()) {
+	e.sim.do(f)
 }
 
 func (e *Env) finder(ctx context.Context) (*find.Finder, error) {
@@ -270,11 +283,15 @@ func (e *Env) createTemplate(ctx context.Context, t Template) error {
 	if err != nil {
 		return fmt.Errorf("create template %q: %w", t.Name, err)
 	}
-	res, err := task.WaitForResult(ctx)
+	res, err := e.taskResult(task.Reference())
 	if err != nil {
 		return fmt.Errorf("create template %q: %w", t.Name, err)
 	}
-	vm := object.NewVirtualMachine(e.internal, res.Result.(types.ManagedObjectReference))
+	ref, ok := res.Result.(types.ManagedObjectReference)
+	if !ok {
+		return fmt.Errorf("create template %q: no VM in the task result", t.Name)
+	}
+	vm := object.NewVirtualMachine(e.internal, ref)
 	if err := vm.MarkAsTemplate(ctx); err != nil {
 		return fmt.Errorf("mark %q as template: %w", t.Name, err)
 	}
@@ -354,7 +371,8 @@ func (e *Env) ClearFaults() {
 	e.hooks.clearFaults()
 }
 
-// SetMethodDelay delays every later call of method by d before it runs (0 removes it).
+// SetMethodDelay delays every later client call of method by d before it runs (0 removes
+// it). The simulator serves other calls meanwhile: concurrent delayed calls overlap.
 func (e *Env) SetMethodDelay(method string, d time.Duration) {
 	e.hooks.setDelay(method, d)
 }
@@ -383,8 +401,9 @@ func (e *Env) ResourcePoolRuntime() (types.ResourcePoolRuntimeInfo, error) {
 		return types.ResourcePoolRuntimeInfo{}, err
 	}
 	var rt types.ResourcePoolRuntimeInfo
-	sctx := e.simContext()
-	sctx.WithLock(rp, func() { rt = rp.Runtime })
+	e.sim.do(func() {
+		e.simContext().WithLock(rp, func() { rt = rp.Runtime })
+	})
 	return rt, nil
 }
 
@@ -396,25 +415,29 @@ func (e *Env) SetResourcePoolRuntimeInfo(rt types.ResourcePoolRuntimeInfo) error
 		return err
 	}
 	changes := []types.PropertyChange{{Name: "runtime", Val: rt}}
-	sctx := e.simContext()
-	sctx.WithLock(rp, func() {
-		if rp.Summary != nil && rp.Summary.GetResourcePoolSummary() != nil {
-			rp.Summary.GetResourcePoolSummary().Runtime = rt
-		}
-		sctx.Update(rp, changes)
+	e.sim.do(func() {
+		sctx := e.simContext()
+		sctx.WithLock(rp, func() {
+			if rp.Summary != nil && rp.Summary.GetResourcePoolSummary() != nil {
+				rp.Summary.GetResourcePoolSummary().Runtime = rt
+			}
+			sctx.Update(rp, changes)
+		})
 	})
 	return nil
 }
 
 func (e *Env) resourcePool() (*simulator.ResourcePool, error) {
-	f, err := e.finder(internalContext(context.Background()))
+	ctx := context.Background()
+	f, err := e.finder(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ref, err := f.ResourcePool(internalContext(context.Background()), e.ResourcePool)
+	ref, err := f.ResourcePool(ctx, e.ResourcePool)
 	if err != nil {
 		return nil, fmt.Errorf("resource pool %q: %w", e.ResourcePool, err)
 	}
+	// The registry has its own lock: Get is safe outside the serializer.
 	rp, ok := e.Model.Map().Get(ref.Reference()).(*simulator.ResourcePool)
 	if !ok {
 		return nil, fmt.Errorf("resource pool %q: not in the simulator registry", e.ResourcePool)
@@ -443,27 +466,96 @@ func (e *Env) vm(ctx context.Context, name string) (*object.VirtualMachine, erro
 
 // PowerOffVM powers the VM off the way a guest `shutdown -h now` does: power state off,
 // VmPoweredOffEvent, guest IP gone. A VM already off is left alone. Never faulted or delayed.
+//
+// It takes the simulator once, ahead of client calls waiting for it, and acts on its
+// objects directly: a guest shutting down does not queue behind the vCenter's clients.
 func (e *Env) PowerOffVM(ctx context.Context, name string) error {
-	ctx = internalContext(ctx)
-	vm, err := e.vm(ctx, name)
-	if err != nil {
-		return err
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("power off %q: %w", name, err)
 	}
-	state, err := vm.PowerState(ctx)
-	if err != nil {
-		return fmt.Errorf("power state of %q: %w", name, err)
+	var err error
+	e.sim.doUrgent(func() { err = e.powerOff(name) })
+	return err
+}
+
+// powerOff runs under the serializer.
+func (e *Env) powerOff(name string) error {
+	vm := e.vmNamed(name)
+	if vm == nil {
+		return fmt.Errorf("vm %q: not found", name)
 	}
+	sctx := e.sessionContext()
+	var state types.VirtualMachinePowerState
+	var res *methods.PowerOffVM_TaskBody
+	sctx.WithLock(vm, func() {
+		state = vm.Runtime.PowerState
+		if state != types.VirtualMachinePowerStatePoweredOff {
+			res, _ = vm.PowerOffVMTask(sctx, &types.PowerOffVM_Task{This: vm.Self}).(*methods.PowerOffVM_TaskBody)
+		}
+	})
 	if state == types.VirtualMachinePowerStatePoweredOff {
 		return nil
 	}
-	task, err := vm.PowerOff(ctx)
-	if err != nil {
-		return fmt.Errorf("power off %q: %w", name, err)
+	if res == nil || res.Fault_ != nil || res.Res == nil {
+		return fmt.Errorf("power off %q: refused by the simulator", name)
 	}
-	if err := task.Wait(ctx); err != nil {
+	if _, err := e.waitTask(res.Res.Returnval); err != nil {
 		return fmt.Errorf("power off %q: %w", name, err)
 	}
 	return nil
+}
+
+// vmNamed finds a VM or template by name; nil if there is none. It runs under the
+// serializer.
+func (e *Env) vmNamed(name string) *simulator.VirtualMachine {
+	sctx := e.simContext()
+	for _, obj := range e.Model.Map().All("VirtualMachine") {
+		vm, ok := obj.(*simulator.VirtualMachine)
+		if !ok {
+			continue
+		}
+		var match bool
+		sctx.WithLock(vm, func() { match = vm.Name == name })
+		if match {
+			return vm
+		}
+	}
+	return nil
+}
+
+// sessionContext is a simulator context with a session, for calling methods (which
+// record the user in events) outside a SOAP call.
+func (e *Env) sessionContext() *simulator.Context {
+	sctx := e.simContext()
+	sctx.Session = &simulator.Session{
+		UserSession: types.UserSession{Key: "simenv", UserName: e.Username},
+		Registry:    simulator.NewRegistry(),
+		Map:         sctx.Map,
+	}
+	return sctx
+}
+
+// taskResult returns the outcome of a task started by an earlier call, which is over:
+// no call returns before the tasks it started have finished.
+func (e *Env) taskResult(ref types.ManagedObjectReference) (types.TaskInfo, error) {
+	var info types.TaskInfo
+	var err error
+	e.sim.do(func() { info, err = e.taskInfo(ref) })
+	return info, err
+}
+
+// taskInfo reads the info of a finished task. It runs under the serializer.
+func (e *Env) taskInfo(ref types.ManagedObjectReference) (types.TaskInfo, error) {
+	task, ok := e.Model.Map().Get(ref).(*simulator.Task)
+	if !ok {
+		return types.TaskInfo{}, fmt.Errorf("task %s not in the registry", ref)
+	}
+	var info types.TaskInfo
+	e.simContext().WithLock(task, func() { info = task.Info })
+	if info.Error != nil {
+		return info, fmt.Errorf("%s: %T", info.DescriptionId, info.Error.Fault)
+	}
+	return info, nil
 }
 
 // VMAnnotation returns the VM's config.annotation.
@@ -500,7 +592,7 @@ func (e *Env) VMGuestIP(name string) (string, error) {
 }
 
 func (e *Env) vmProperties(name string, props ...string) (mo.VirtualMachine, error) {
-	ctx := internalContext(context.Background())
+	ctx := context.Background()
 	var out mo.VirtualMachine
 	vm, err := e.vm(ctx, name)
 	if err != nil {
@@ -514,15 +606,17 @@ func (e *Env) vmProperties(name string, props ...string) (mo.VirtualMachine, err
 
 // VMNames returns the names of every VM and template of the vCenter.
 func (e *Env) VMNames() []string {
-	sctx := e.simContext()
 	var names []string
-	for _, obj := range e.Model.Map().All("VirtualMachine") {
-		vm, ok := obj.(*simulator.VirtualMachine)
-		if !ok {
-			continue
+	e.sim.do(func() {
+		sctx := e.simContext()
+		for _, obj := range e.Model.Map().All("VirtualMachine") {
+			vm, ok := obj.(*simulator.VirtualMachine)
+			if !ok {
+				continue
+			}
+			sctx.WithLock(vm, func() { names = append(names, vm.Name) })
 		}
-		sctx.WithLock(vm, func() { names = append(names, vm.Name) })
-	}
+	})
 	return names
 }
 
@@ -530,7 +624,6 @@ func (e *Env) VMNames() []string {
 // call of each logged-in client fails with NotAuthenticated until it logs in again.
 // It returns the number of sessions ended.
 func (e *Env) ExpireSessions(ctx context.Context) (int, error) {
-	ctx = internalContext(ctx)
 	ref := *e.internal.ServiceContent.SessionManager
 	var sm mo.SessionManager
 	if err := property.DefaultCollector(e.internal).RetrieveOne(ctx, ref, []string{"sessionList"}, &sm); err != nil {
