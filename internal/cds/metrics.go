@@ -3,18 +3,18 @@ package cds
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"go.opencensus.io/stats"
 	"go.opencensus.io/stats/view"
 	"go.opencensus.io/tag"
+
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/lifecycle"
 )
 
 // CDS API call metrics, recorded per HTTP attempt (a retried call counts once per attempt,
@@ -80,21 +80,11 @@ var metricViews = []*view.View{
 // MetricViews returns the CDS API call views (for /mon/metrics/all).
 func MetricViews() []*view.View { return append([]*view.View(nil), metricViews...) }
 
-var registerOnce struct {
-	sync.Once
-	err error
-}
-
 // RegisterViews registers the CDS API call views with OpenCensus. Later calls return the
 // first result.
-func RegisterViews() error {
-	registerOnce.Do(func() {
-		if err := view.Register(metricViews...); err != nil {
-			registerOnce.err = fmt.Errorf("register CDS API call views: %w", err)
-		}
-	})
-	return registerOnce.err
-}
+func RegisterViews() error { return viewSet.Register() }
+
+var viewSet = lifecycle.NewViewSet("CDS API call views", metricViews...)
 
 // endpointTemplates are the paths of the section 6 catalogue; "{...}" matches one segment.
 var endpointTemplates = []struct {

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	ocprom "contrib.go.opencensus.io/exporter/prometheus"
@@ -330,21 +329,11 @@ func newMetrics(logger *log.Logger) (http.Handler, func() []*view.View, error) {
 	return exporter, views, nil
 }
 
-var httpViewsOnce struct {
-	sync.Once
-	err error
-}
+// httpViews are the HTTP server views, built once: OpenCensus refuses a second
+// registration of views whose aggregations are built anew.
+var httpViews = lifecycle.NewViewSet("HTTP server views", hatchery.HTTPServerViews()...)
 
-// registerHTTPViews registers the HTTP server views once per process: OpenCensus refuses a
-// second registration of views whose aggregations are built anew.
-func registerHTTPViews() error {
-	httpViewsOnce.Do(func() {
-		if err := view.Register(hatchery.HTTPServerViews()...); err != nil {
-			httpViewsOnce.err = fmt.Errorf("register HTTP server views: %w", err)
-		}
-	})
-	return httpViewsOnce.err
-}
+func registerHTTPViews() error { return httpViews.Register() }
 
 // serveHTTP serves on ln until ctx is done, then shuts the server down gracefully.
 func serveHTTP(ctx context.Context, srv *http.Server, ln net.Listener) error {

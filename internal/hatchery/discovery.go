@@ -13,46 +13,23 @@ import (
 
 // discoverV1 runs the v1 websocket consumer and the v1 polling loop (§7.1).
 func (h *Hatchery) discoverV1(ctx context.Context) error {
-	g, ctx := errgroup.WithContext(ctx)
-	events := make(chan cds.WebsocketEvent)
-	g.Go(func() error {
-		if err := h.v1.ListenV1(ctx, events); err != nil && ctx.Err() == nil {
-			h.log.Error(ctx, "v1 websocket: %v", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case ev := <-events:
-				h.handleV1Event(ctx, ev)
-			}
-		}
-	})
-	g.Go(func() error {
-		ticks, stop := h.tick("poll-v1", h.iv.Poll)
-		defer stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-ticks:
-				h.pollV1(ctx)
-			}
-		}
-	})
-	return g.Wait()
+	return discover(ctx, h, "v1", h.v1.ListenV1, h.handleV1Event, h.pollV1)
 }
 
 // discoverV2 runs the v2 websocket consumer and the v2 polling loop (§7.2).
 func (h *Hatchery) discoverV2(ctx context.Context) error {
+	return discover(ctx, h, "v2", h.v2.ListenV2, h.handleV2Event, h.pollV2)
+}
+
+// discover runs one engine's discovery: the websocket listener, the consumer of its
+// events, and the polling loop on the "poll-<engine>" tick, until ctx is done.
+func discover[E any](ctx context.Context, h *Hatchery, engine string,
+	listen func(context.Context, chan<- E) error, handle func(context.Context, E), poll func(context.Context)) error {
 	g, ctx := errgroup.WithContext(ctx)
-	events := make(chan cds.WebsocketJobQueueEvent)
+	events := make(chan E)
 	g.Go(func() error {
-		if err := h.v2.ListenV2(ctx, events); err != nil && ctx.Err() == nil {
-			h.log.Error(ctx, "v2 websocket: %v", err)
+		if err := listen(ctx, events); err != nil && ctx.Err() == nil {
+			h.log.Error(ctx, "%s websocket: %v", engine, err)
 		}
 		return nil
 	})
@@ -62,19 +39,19 @@ func (h *Hatchery) discoverV2(ctx context.Context) error {
 			case <-ctx.Done():
 				return nil
 			case ev := <-events:
-				h.handleV2Event(ctx, ev)
+				handle(ctx, ev)
 			}
 		}
 	})
 	g.Go(func() error {
-		ticks, stop := h.tick("poll-v2", h.iv.Poll)
+		ticks, stop := h.tick("poll-"+engine, h.iv.Poll)
 		defer stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-ticks:
-				h.pollV2(ctx)
+				poll(ctx)
 			}
 		}
 	})

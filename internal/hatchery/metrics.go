@@ -2,12 +2,12 @@ package hatchery
 
 import (
 	"context"
-	"fmt"
-	"sync"
 
 	"go.opencensus.io/stats"
 	"go.opencensus.io/stats/view"
 	"go.opencensus.io/tag"
+
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/lifecycle"
 )
 
 // Framework metric tags (protocol spec §23).
@@ -65,21 +65,11 @@ func metricViews() []*view.View {
 	}
 }
 
-var registerMetricsOnce struct {
-	sync.Once
-	err error
-}
-
 // RegisterMetrics registers the framework views of protocol spec §23 with OpenCensus. The
 // daemon calls it once at start; later calls are no-ops returning the first result.
-func RegisterMetrics() error {
-	registerMetricsOnce.Do(func() {
-		if err := view.Register(metricViews()...); err != nil {
-			registerMetricsOnce.err = fmt.Errorf("register hatchery metric views: %w", err)
-		}
-	})
-	return registerMetricsOnce.err
-}
+func RegisterMetrics() error { return viewSet.Register() }
+
+var viewSet = lifecycle.NewViewSet("hatchery metric views", metricViews()...)
 
 // metricsRecorder records framework measures tagged with this hatchery's name.
 type metricsRecorder struct {

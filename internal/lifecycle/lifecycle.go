@@ -26,7 +26,6 @@ package lifecycle
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"go.opencensus.io/stats"
@@ -153,21 +152,11 @@ var views = []*view.View{
 // Views returns the lifecycle views (for /mon/metrics/all).
 func Views() []*view.View { return append([]*view.View(nil), views...) }
 
-var registerOnce struct {
-	sync.Once
-	err error
-}
-
 // RegisterViews registers the lifecycle views with OpenCensus. Later calls return the first
 // result.
-func RegisterViews() error {
-	registerOnce.Do(func() {
-		if err := view.Register(views...); err != nil {
-			registerOnce.err = fmt.Errorf("register lifecycle metric views: %w", err)
-		}
-	})
-	return registerOnce.err
-}
+func RegisterViews() error { return viewSet.Register() }
+
+var viewSet = NewViewSet("lifecycle metric views", views...)
 
 // WithService returns ctx tagged with the service_name and service_type ("hatchery") labels
 // that every view of this package, of vsphere.Instrument and of the CDS API transport

@@ -3,9 +3,7 @@ package vsphere
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/vmware/govmomi/fault"
@@ -16,6 +14,8 @@ import (
 	"go.opencensus.io/stats"
 	"go.opencensus.io/stats/view"
 	"go.opencensus.io/tag"
+
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/lifecycle"
 )
 
 // vCenter call metrics. Prometheus names (view name with "/" turned into "_"):
@@ -84,21 +84,11 @@ var metricViews = []*view.View{
 // MetricViews returns the vCenter call views (for /mon/metrics/all).
 func MetricViews() []*view.View { return append([]*view.View(nil), metricViews...) }
 
-var registerOnce struct {
-	sync.Once
-	err error
-}
-
 // RegisterViews registers the vCenter call views with OpenCensus. Later calls return the
 // first result.
-func RegisterViews() error {
-	registerOnce.Do(func() {
-		if err := view.Register(metricViews...); err != nil {
-			registerOnce.err = fmt.Errorf("register vCenter call views: %w", err)
-		}
-	})
-	return registerOnce.err
-}
+func RegisterViews() error { return viewSet.Register() }
+
+var viewSet = lifecycle.NewViewSet("vCenter call views", metricViews...)
 
 // FaultKind classifies err for the fault label: FaultTimeout, FaultCanceled,
 // FaultNotFound, FaultAuth or FaultOther.
