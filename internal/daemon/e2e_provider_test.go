@@ -16,6 +16,7 @@ import (
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/cds"
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/cdssim"
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/config"
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/hatchery"
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/vspherehatchery"
 )
 
@@ -135,6 +136,30 @@ func idleProvisioned(h *Harness, hatchery string) []string {
 	return names
 }
 
+// readyForReuse tells whether the hatchery itself (not only the simulator) sees the VM as
+// an idle provisioned VM it may hand to a job: the simulator shows the power-off a moment
+// before the provisioning operation is over, and a job queued in between rightly gets a
+// fresh clone.
+func readyForReuse(t *testing.T, d *runningDaemon, name string) bool {
+	t.Helper()
+	_, _, body := get(t, "http://"+d.addr+"/mon/vms")
+	var dash struct {
+		VMs []struct {
+			Name  string `json:"name"`
+			State string `json:"state"`
+		} `json:"vms"`
+	}
+	if err := json.Unmarshal(body, &dash); err != nil {
+		t.Fatalf("/mon/vms: %v: %s", err, body)
+	}
+	for _, v := range dash.VMs {
+		if v.Name == name {
+			return v.State == string(hatchery.VMStateIdle)
+		}
+	}
+	return false
+}
+
 // workerVMs lists the worker VMs of a hatchery (powered on or not).
 func workerVMs(h *Harness, hatchery string) []string {
 	var names []string
@@ -198,7 +223,8 @@ func TestV2JobWithAFlavorRunsOnAProvisionedVMResizedToIt(t *testing.T) {
 	d := startDaemon(t, cfg, providerOptions(h)...)
 
 	d.wait(t, h.API, "a provisioned VM ready (powered off)", func() bool {
-		return len(idleProvisioned(h, h.Name)) == 1
+		idle := idleProvisioned(h, h.Name)
+		return len(idle) == 1 && readyForReuse(t, d, idle[0])
 	})
 	provisioned := idleProvisioned(h, h.Name)[0]
 	clonesBefore := h.VCenter.CallCount("CloneVM_Task")
