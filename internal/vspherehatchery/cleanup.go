@@ -308,6 +308,11 @@ func (o *Orchestrator) deleteServer(ctx context.Context, svc hatchery.Services, 
 		return fmt.Errorf("delete VM %q: %w", v.Name, err)
 	}
 	o.log.Info(ctx, "VM %q deleted: %s", v.Name, reason)
+	// The VM is gone: so is any claim on its address, even if no listing saw it in use
+	// (a spawn that failed right after its clone would otherwise hold it for 5 minutes).
+	if ip := v.Annotation.IPAddress; ip != "" {
+		o.ips.Release(ip)
+	}
 	lifecycle.RecordDeletion(ctx, deletionKind(reason))
 	return nil
 }

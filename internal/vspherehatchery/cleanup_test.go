@@ -2,6 +2,7 @@ package vspherehatchery
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -316,5 +317,39 @@ func TestClaimProvisionedIsExclusive(t *testing.T) {
 	}
 	if claimed != 1 {
 		t.Fatalf("%d spawns claimed the one provisioned VM, want 1", claimed)
+	}
+}
+
+// A spawn that fails right after its clone leaves a VM that no listing may ever have seen:
+// deleting it must free its address at once, not 5 minutes later.
+func TestDeleteServerFreesTheVMAddress(t *testing.T) {
+	cfg := spawnConfig()
+	cfg.IPRange = "10.0.0.0/30"
+	v := VM{
+		Name:          "calm-turing",
+		HasAnnotation: true,
+		Annotation:    Annotation{HatcheryName: "h", IPAddress: "10.0.0.1", JobID: "42"},
+		PowerState:    off,
+	}
+	f := newOrch(t, cfg, func(m *mock_vsphere.MockVSphereClient) {
+		m.EXPECT().LoadVirtualMachine(gomock.Any(), v.Name).Return(vmObj(v.Name), nil).Times(1)
+		m.EXPECT().DestroyVirtualMachine(gomock.Any(), vmObj(v.Name)).Return(nil).Times(1)
+	})
+	var reserved []string
+	for {
+		ip, err := f.o.ips.FindAndReserve()
+		if err != nil {
+			break
+		}
+		reserved = append(reserved, ip)
+	}
+	if !slices.Contains(reserved, "10.0.0.1") {
+		t.Fatalf("test setup: 10.0.0.1 not in the reserved addresses %v", reserved)
+	}
+	if err := f.o.deleteServer(t.Context(), f.svc, v, "marked for deletion"); err != nil {
+		t.Fatalf("deleteServer: %v", err)
+	}
+	if ip, err := f.o.ips.FindAndReserve(); err != nil || ip != "10.0.0.1" {
+		t.Errorf("after the deletion FindAndReserve = %q, %v; want the deleted VM's 10.0.0.1", ip, err)
 	}
 }

@@ -150,6 +150,11 @@ func (inv Inventory) HasJob(jobID string) bool {
 func (inv Inventory) UsedIPs() []string {
 	var out []string
 	for _, vm := range inv {
+		// A template never runs: the address its build VM had is free again (the original
+		// counted it for ever, one address lost per v1 model).
+		if vm.Template {
+			continue
+		}
 		if vm.HasAnnotation && vm.Annotation.IPAddress != "" {
 			out = append(out, vm.Annotation.IPAddress)
 		}

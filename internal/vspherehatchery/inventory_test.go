@@ -198,3 +198,17 @@ func BenchmarkNewInventory(b *testing.B) {
 		_, _ = inv.UsedResources("h")
 	}
 }
+
+func TestUsedIPsIgnoresTemplates(t *testing.T) {
+	// A v1 template keeps the ip_address its build VM had: it never runs again, so that
+	// address is free (the original kept it used for ever, one address lost per model).
+	mine := func(a Annotation) *Annotation { a.HatcheryName = "h"; a.Created = created; return &a }
+	inv := NewInventory([]mo.VirtualMachine{
+		moVM("debian12-v1", mine(Annotation{Model: true, IPAddress: "10.0.0.9"}), true, off, 2, 4096),
+		moVM("worker-1", mine(Annotation{JobID: "41", IPAddress: "10.0.0.5"}), false, on, 2, 4096),
+	})
+	got := inv.UsedIPs()
+	if slices.Contains(got, "10.0.0.9") || !slices.Contains(got, "10.0.0.5") {
+		t.Errorf("used IPs %v, want the worker's 10.0.0.5 and not the template's 10.0.0.9", got)
+	}
+}
