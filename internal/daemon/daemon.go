@@ -57,6 +57,8 @@ type options struct {
 	provider  ProviderFactory
 	hostname  string
 	inventory vsphere.InventoryOptions
+	// connectWait is the pause between two attempts to reach vCenter.
+	connectWait func(context.Context, time.Duration) bool
 }
 
 // WithClock injects the clock of the framework, the provider and the API clients.
@@ -93,6 +95,9 @@ func Run(ctx context.Context, cfg *config.File, logger *log.Logger, opts ...Opti
 	if o.now == nil {
 		o.now = time.Now
 	}
+	if o.connectWait == nil {
+		o.connectWait = sleepCtx
+	}
 	if logger == nil {
 		logger = log.New()
 	}
@@ -112,9 +117,12 @@ func Run(ctx context.Context, cfg *config.File, logger *log.Logger, opts ...Opti
 		return err
 	}
 
-	vc, err := vsphere.Connect(ctx, VSphereOptions(vs))
+	vc, err := connectVCenter(ctx, VSphereOptions(vs), logger, o.connectWait)
 	if err != nil {
-		return fmt.Errorf("connect to vCenter %q (datacenter %q): %w", vs.Endpoint, vs.DatacenterString, err)
+		if ctx.Err() != nil {
+			return nil // stopped while waiting for vCenter
+		}
+		return err
 	}
 	defer func() {
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
