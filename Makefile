@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 PKG     := github.com/hatchery-vsphere/hatchery-vsphere/internal/hatchery
 LDFLAGS := -s -w -X $(PKG).GitHash=$(VERSION) -X $(PKG).BuildTime=$(shell date -u +%FT%TZ)
 
-.PHONY: build test lint generate verify-generate bench demo docker
+.PHONY: build test lint generate verify-generate bench demo docker faults
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/hatchery-vsphere
@@ -14,6 +14,11 @@ build:
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 14m ./...
+
+# The fault-injection suite (also run, without the report, by `make test`): writes
+# docs/reliability.md, the table of its scenarios.
+faults:
+	$(GO) test -race -count=1 -timeout 10m -run . ./internal/faults/ -args -report docs/reliability.md
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "not gofmt-clean:"; echo "$$out"; exit 1; fi
