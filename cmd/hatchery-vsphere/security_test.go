@@ -186,12 +186,13 @@ func TestNoSecretInLogsStatusMetricsErrorsOrGuestArguments(t *testing.T) {
 	}
 	done = nil
 
-	// Error paths: an unreachable vCenter, then CDS refusing our tokens.
+	// Error paths: a vCenter that refuses (an unreachable one is waited for, not an
+	// error), then CDS refusing our tokens.
 	bad := *cfg
-	bad.Hatchery.VSphere.Endpoint = "127.0.0.1:1"
+	bad.Hatchery.VSphere.DatacenterString = "NoSuchDC"
 	err = daemon.Run(t.Context(), &bad, logger, h.Options()...)
 	if err == nil {
-		t.Fatal("Run with an unreachable vCenter succeeded")
+		t.Fatal("Run with an unknown datacenter succeeded")
 	}
 	leaks.check(t, "the vCenter connection error", err.Error())
 
