@@ -12,7 +12,6 @@ import (
 	_ "github.com/golang-jwt/jwt/v5"
 	_ "github.com/prometheus/common/expfmt"
 	_ "github.com/rockbears/log"
-	_ "github.com/spf13/viper"
 	_ "github.com/vmware/govmomi"
 	_ "github.com/vmware/govmomi/simulator"
 	_ "go.opencensus.io/stats/view"
