@@ -228,18 +228,7 @@ func (s *Server) handleAsCodeModel(w http.ResponseWriter, r *http.Request, _ *se
 func (s *Server) AddV1Worker(wk V1Worker) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if wk.ID == "" {
-		wk.ID = newUUID()
-	}
-	if wk.Status == "" {
-		wk.Status = StatusWaiting
-	}
-	if wk.HatcheryName == "" {
-		wk.HatcheryName = s.opts.HatcheryName
-	}
-	if wk.LastBeat.IsZero() {
-		wk.LastBeat = s.now()
-	}
+	s.workerDefaultsLocked(&wk.ID, &wk.Status, &wk.HatcheryName, &wk.LastBeat)
 	s.v1Workers = append(s.v1Workers, &wk)
 	s.notifyLocked()
 	return wk.ID
@@ -249,21 +238,27 @@ func (s *Server) AddV1Worker(wk V1Worker) string {
 func (s *Server) AddV2Worker(wk V2Worker) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if wk.ID == "" {
-		wk.ID = newUUID()
-	}
-	if wk.Status == "" {
-		wk.Status = StatusWaiting
-	}
-	if wk.HatcheryName == "" {
-		wk.HatcheryName = s.opts.HatcheryName
-	}
-	if wk.LastBeat.IsZero() {
-		wk.LastBeat = s.now()
-	}
+	s.workerDefaultsLocked(&wk.ID, &wk.Status, &wk.HatcheryName, &wk.LastBeat)
 	s.v2Workers = append(s.v2Workers, &wk)
 	s.notifyLocked()
 	return wk.ID
+}
+
+// workerDefaultsLocked fills what a test left empty in a worker it adds: a fresh ID, status
+// Waiting, this server's hatchery, a heartbeat now.
+func (s *Server) workerDefaultsLocked(id, status, hatchery *string, lastBeat *time.Time) {
+	if *id == "" {
+		*id = newUUID()
+	}
+	if *status == "" {
+		*status = StatusWaiting
+	}
+	if *hatchery == "" {
+		*hatchery = s.opts.HatcheryName
+	}
+	if lastBeat.IsZero() {
+		*lastBeat = s.now()
+	}
 }
 
 // DisableWorker sets the v1 or v2 worker with that name to Disabled; false if none.
