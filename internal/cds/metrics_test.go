@@ -3,8 +3,10 @@ package cds
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 
 	"go.opencensus.io/stats/view"
@@ -75,6 +77,8 @@ rows:
 }
 
 func TestMetricsTransportCountsByEndpointTemplate(t *testing.T) {
+	// Views are process-wide: a name of its own per run keeps -count=N runs apart.
+	svcName := uniqueServiceName(t)
 	if err := RegisterViews(); err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +102,7 @@ func TestMetricsTransportCountsByEndpointTemplate(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A service name of its own isolates this test's series from any other recording.
-	ctx, err := tag.New(context.Background(), tag.Upsert(tagServiceName, t.Name()), tag.Upsert(tagServiceType, "hatchery"))
+	ctx, err := tag.New(context.Background(), tag.Upsert(tagServiceName, svcName), tag.Upsert(tagServiceType, "hatchery"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,9 +117,9 @@ func TestMetricsTransportCountsByEndpointTemplate(t *testing.T) {
 		t.Fatal("release 44: want the 503 error")
 	}
 
-	svc := map[string]string{"service_name": t.Name()}
+	svc := map[string]string{"service_name": svcName}
 	with := func(kv ...string) map[string]string {
-		m := map[string]string{"service_name": t.Name(), "service_type": "hatchery"}
+		m := map[string]string{"service_name": svcName, "service_type": "hatchery"}
 		for i := 0; i < len(kv); i += 2 {
 			m[kv[i]] = kv[i+1]
 		}
@@ -145,6 +149,8 @@ func TestMetricsTransportCountsByEndpointTemplate(t *testing.T) {
 }
 
 func TestMetricsTransportTransportError(t *testing.T) {
+	// Views are process-wide: a name of its own per run keeps -count=N runs apart.
+	svcName := uniqueServiceName(t)
 	if err := RegisterViews(); err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +158,7 @@ func TestMetricsTransportTransportError(t *testing.T) {
 		return nil, errors.New("connection refused")
 	})
 	rt := NewMetricsTransport(failing, "http://cds.invalid")
-	ctx, err := tag.New(context.Background(), tag.Upsert(tagServiceName, t.Name()))
+	ctx, err := tag.New(context.Background(), tag.Upsert(tagServiceName, svcName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,10 +170,10 @@ func TestMetricsTransportTransportError(t *testing.T) {
 		t.Fatalf("RoundTrip error = %v, want the transport's error unchanged", err)
 	}
 	endpoint := "GET /v2/queue/{region}/job/{runJobID}"
-	if got := viewCount(t, ViewAPICalls, map[string]string{"service_name": t.Name(), "endpoint": endpoint, "status": "error"}); got != 1 {
+	if got := viewCount(t, ViewAPICalls, map[string]string{"service_name": svcName, "endpoint": endpoint, "status": "error"}); got != 1 {
 		t.Errorf("calls with status error = %d, want 1", got)
 	}
-	if got := viewCount(t, ViewAPIErrors, map[string]string{"service_name": t.Name(), "endpoint": endpoint, "error": "transport"}); got != 1 {
+	if got := viewCount(t, ViewAPIErrors, map[string]string{"service_name": svcName, "endpoint": endpoint, "error": "transport"}); got != 1 {
 		t.Errorf("transport errors = %d, want 1", got)
 	}
 }
@@ -185,3 +191,9 @@ func TestMetricsOffByDefault(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+var serviceRuns atomic.Int64
+
+func uniqueServiceName(t *testing.T) string {
+	return fmt.Sprintf("%s-%d", t.Name(), serviceRuns.Add(1))
+}

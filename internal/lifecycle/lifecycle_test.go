@@ -3,10 +3,12 @@ package lifecycle_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"sort"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,8 +25,6 @@ import (
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/vsphere"
 	"github.com/hatchery-vsphere/hatchery-vsphere/mock_vsphere"
 )
-
-const serviceName = "my-vsphere-hatchery"
 
 // scrape serves the registered views through the contrib Prometheus exporter, as the daemon
 // does at /mon/metrics, and parses the text exposition.
@@ -102,6 +102,8 @@ func recordSamples(t *testing.T, ctx context.Context, passEnd time.Time) {
 }
 
 func TestMetricsScrape(t *testing.T) {
+	// Views are process-wide: a name of its own per run keeps -count=N runs apart.
+	serviceName := uniqueServiceName(t)
 	for _, register := range []func() error{lifecycle.RegisterViews, vsphere.RegisterViews, cds.RegisterViews} {
 		if err := register(); err != nil {
 			t.Fatal(err)
@@ -228,10 +230,12 @@ metrics:
 }
 
 func TestRecordHelpersKeepLabelsLowCardinality(t *testing.T) {
+	// Views are process-wide: a name of its own per run keeps -count=N runs apart.
+	svcName := uniqueServiceName(t)
 	if err := lifecycle.RegisterViews(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, err := lifecycle.WithService(context.Background(), t.Name())
+	ctx, err := lifecycle.WithService(context.Background(), svcName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +250,7 @@ func TestRecordHelpersKeepLabelsLowCardinality(t *testing.T) {
 		series := 0
 		for _, m := range families[name].GetMetric() {
 			for _, lp := range m.GetLabel() {
-				if lp.GetName() == "service_name" && lp.GetValue() == t.Name() {
+				if lp.GetName() == "service_name" && lp.GetValue() == svcName {
 					series++
 				}
 			}
@@ -255,4 +259,10 @@ func TestRecordHelpersKeepLabelsLowCardinality(t *testing.T) {
 			t.Errorf("%s: %d series for 50 unknown values, want 1 (\"other\")", name, series)
 		}
 	}
+}
+
+var serviceRuns atomic.Int64
+
+func uniqueServiceName(t *testing.T) string {
+	return fmt.Sprintf("%s-%d", t.Name(), serviceRuns.Add(1))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 
 	"github.com/vmware/govmomi/object"
@@ -49,6 +50,8 @@ rows:
 }
 
 func TestInstrumentCountsCallsByMethodAndResult(t *testing.T) {
+	// Views are process-wide: a name of its own per run keeps -count=N runs apart.
+	svcName := uniqueServiceName(t)
 	if err := vsphere.RegisterViews(); err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +68,7 @@ func TestInstrumentCountsCallsByMethodAndResult(t *testing.T) {
 	m.EXPECT().RenameVirtualMachine(gomock.Any(), vm, "worker-2").Return(errors.New("boom"))
 
 	// A service name of its own isolates this test's series from any other recording.
-	ctx, err := tag.New(context.Background(), tag.Upsert(tag.MustNewKey("service_name"), t.Name()))
+	ctx, err := tag.New(context.Background(), tag.Upsert(tag.MustNewKey("service_name"), svcName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +95,7 @@ func TestInstrumentCountsCallsByMethodAndResult(t *testing.T) {
 	}
 
 	with := func(kv ...string) map[string]string {
-		m := map[string]string{"service_name": t.Name()}
+		m := map[string]string{"service_name": svcName}
 		for i := 0; i < len(kv); i += 2 {
 			m[kv[i]] = kv[i+1]
 		}
@@ -141,4 +144,10 @@ func TestFaultKind(t *testing.T) {
 			t.Errorf("FaultKind(%v) = %q, want %q", tt.err, got, tt.want)
 		}
 	}
+}
+
+var serviceRuns atomic.Int64
+
+func uniqueServiceName(t *testing.T) string {
+	return fmt.Sprintf("%s-%d", t.Name(), serviceRuns.Add(1))
 }
