@@ -33,6 +33,11 @@ type Annotation struct {
 	ClaimedBy string    `json:"claimed_by,omitempty"`
 	// JobRegion is the region of the v2 job the VM runs (job_id), to release it.
 	JobRegion string `json:"job_region,omitempty"`
+	// Provisioned is when the provisioning of a provision-… VM ended (its guest answered
+	// with its address and it was powered off): a VM carrying it may be reused without
+	// reading its events. VMs of the original, or of a provisioning cut short before the
+	// stamp, are checked against their VmPoweredOffEvent as before.
+	Provisioned time.Time `json:"provisioned,omitzero"`
 }
 
 // Marshal renders the annotation as the original does (encoding/json, keys in declaration

@@ -116,3 +116,23 @@ func FuzzParseAnnotation(f *testing.F) {
 		}
 	})
 }
+
+// Our own keys come after the original's (whose decoder ignores them) and read back.
+func TestAnnotationOwnKeysFollowTheOriginals(t *testing.T) {
+	at := time.Date(2025, 1, 10, 8, 0, 0, 0, time.UTC)
+	a := Annotation{HatcheryName: "h", Provisioning: true, Created: at, IPAddress: "10.0.0.12",
+		Claimed: at.Add(time.Hour), ClaimedBy: "calm-turing", JobRegion: "eu", Provisioned: at.Add(time.Minute)}
+	s, err := a.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"hatchery_name":"h","provisioning":true,"created":"2025-01-10T08:00:00Z","ip_address":"10.0.0.12",` +
+		`"claimed":"2025-01-10T09:00:00Z","claimed_by":"calm-turing","job_region":"eu","provisioned":"2025-01-10T08:01:00Z"}`
+	if s != want {
+		t.Fatalf("got  %s\nwant %s", s, want)
+	}
+	back, ok := ParseAnnotation(s)
+	if !ok || back != a {
+		t.Fatalf("read back %+v, want %+v", back, a)
+	}
+}

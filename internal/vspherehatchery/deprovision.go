@@ -136,6 +136,7 @@ func (o *Orchestrator) finishProvisioning(vm VM) cleanupAction {
 		if err := o.client.ShutdownVirtualMachine(ctx, obj); err != nil {
 			return fmt.Errorf("finish provisioning of VM %q: %w", vm.Name, err)
 		}
+		o.stampProvisioned(ctx, obj, vm.Annotation)
 		o.log.Info(ctx, "half-provisioned VM %q powered off: it has its IP address", vm.Name)
 		return nil
 	}}

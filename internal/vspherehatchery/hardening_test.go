@@ -101,6 +101,7 @@ func TestHalfProvisionedVMsAfterRestart(t *testing.T) {
 			m.EXPECT().LoadVirtualMachine(gomock.Any(), name).Return(vmObj(name), nil).Times(1)
 			m.EXPECT().ShutdownVirtualMachine(gomock.Any(), vmObj(name)).Return(nil).Times(1)
 		}
+		expectProvisionedStamps(t, m, 2)
 		expectDeletions(m, noIP, abandoned)
 	})
 	f.o.caches.ProvisioningPending.Add(ours.Name) // this process is provisioning it

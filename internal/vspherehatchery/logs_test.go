@@ -231,6 +231,7 @@ func TestProvisioningLogsCloneAndPowerOffWithoutWorkerOrJob(t *testing.T) {
 		m.EXPECT().WaitForGuestOperationsReady(gomock.Any(), gomock.Any()).Return(nil).Times(1)
 		m.EXPECT().WaitForVirtualMachineIP(gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any()).Return(nil).Times(1)
 		m.EXPECT().ShutdownVirtualMachine(gomock.Any(), gomock.Any()).Return(nil).Times(1)
+		expectProvisionedStamps(t, m, 1)
 	})
 	f.o.newName = func(prefix string) string { return prefix + "-n1" }
 	if err := f.o.provisionPass(f.o.withHatchery(t.Context()), f.svc); err != nil {

@@ -8,6 +8,9 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/vim25/types"
+
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/cds"
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/config"
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/hatchery"
@@ -196,6 +199,22 @@ func (o *Orchestrator) provisionOne(ctx context.Context, inv Inventory, item pro
 	if err != nil {
 		return o.abandon(ctx, vm, name, fmt.Errorf("provision %q: %w", name, err))
 	}
+	o.stampProvisioned(ctx, vm, a)
 	o.log.Info(ctx, "VM %q provisioned from %q and powered off", name, sourceName)
 	return nil
+}
+
+// stampProvisioned records on a powered-off provisioned VM that its provisioning is
+// complete, so that a spawn reusing it reads that from the inventory instead of asking
+// vCenter for the VM's events. Without the stamp the VM is still reusable (the events
+// decide, as for the original's VMs): a failure is only logged.
+func (o *Orchestrator) stampProvisioned(ctx context.Context, vm *object.VirtualMachine, a Annotation) {
+	a.Provisioned = o.now()
+	annotation, err := a.Marshal()
+	if err == nil {
+		err = o.client.ReconfigureVirtualMachine(ctx, vm, types.VirtualMachineConfigSpec{Annotation: annotation})
+	}
+	if err != nil {
+		o.log.Warn(ctx, "VM %q: stamp its provisioning as complete: %v (its events will tell when it is reused)", a.WorkerName, err)
+	}
 }

@@ -1,12 +1,15 @@
 package vspherehatchery
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
 	"go.uber.org/mock/gomock"
 
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/cds"
@@ -34,6 +37,7 @@ func TestProvisionPassV2FillsTheDeficitUpToThePoolSize(t *testing.T) {
 		m.EXPECT().WaitForGuestOperationsReady(gomock.Any(), gomock.Any()).Return(nil).Times(2)
 		m.EXPECT().WaitForVirtualMachineIP(gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any()).Return(nil).Times(2)
 		m.EXPECT().ShutdownVirtualMachine(gomock.Any(), gomock.Any()).Return(nil).Times(2)
+		expectProvisionedStamps(t, m, 2)
 	})
 	f.svc.hasV1 = false // no v1 session: the v1 pass is skipped (fix of Q25)
 
@@ -84,6 +88,7 @@ func TestProvisionPassV1InterleavesModelsAndSkipsUnregistered(t *testing.T) {
 		m.EXPECT().WaitForGuestOperationsReady(gomock.Any(), gomock.Any()).Return(nil).Times(2)
 		m.EXPECT().WaitForVirtualMachineIP(gomock.Any(), gomock.Any(), nil, gomock.Any()).Return(nil).Times(2)
 		m.EXPECT().ShutdownVirtualMachine(gomock.Any(), gomock.Any()).Return(nil).Times(2)
+		expectProvisionedStamps(t, m, 2)
 	})
 	f.svc.hasV1 = true
 	f.svc.models = map[string]cds.Model{
@@ -127,4 +132,21 @@ func TestProvisionFailureMarksTheVMForDeletion(t *testing.T) {
 	if !f.o.caches.ToDelete.Has("provision-v2-n1") {
 		t.Errorf("failed provisioned VM not marked: %v", f.o.caches.ToDelete.List())
 	}
+}
+
+// expectProvisionedStamps expects n reconfigures that stamp a provisioned VM as complete:
+// its annotation unchanged but for the provisioned time, the clock's now.
+func expectProvisionedStamps(t *testing.T, m *mock_vsphere.MockVSphereClient, n int) {
+	t.Helper()
+	m.EXPECT().ReconfigureVirtualMachine(gomock.Any(), gomock.Any(), gomock.Any()).DoAndReturn(
+		func(_ context.Context, vm *object.VirtualMachine, spec types.VirtualMachineConfigSpec) error {
+			a, ok := ParseAnnotation(spec.Annotation)
+			if !ok || !a.Provisioning || !a.Provisioned.Equal(created) {
+				t.Errorf("stamp of %s: annotation %s, want provisioning with provisioned = %s", vm.Reference().Value, spec.Annotation, created.Format(time.RFC3339))
+			}
+			if spec.NumCPUs != 0 || spec.MemoryMB != 0 || spec.DeviceChange != nil {
+				t.Errorf("stamp of %s changes more than the annotation: %+v", vm.Reference().Value, spec)
+			}
+			return nil
+		}).Times(n)
 }

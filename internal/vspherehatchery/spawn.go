@@ -266,7 +266,7 @@ func (o *Orchestrator) claimProvisioned(ctx context.Context, model *hatchery.Wor
 		if !o.caches.ProvisioningUsing.Add(candidate.Name) {
 			continue
 		}
-		vm, err := o.provisionedReady(ctx, candidate.Name)
+		vm, err := o.provisionedReady(ctx, candidate)
 		if err != nil {
 			o.caches.ProvisioningUsing.Remove(candidate.Name)
 			o.log.Debug(ctx, "provisioned VM %q not reusable: %v", candidate.Name, err)
@@ -279,10 +279,16 @@ func (o *Orchestrator) claimProvisioned(ctx context.Context, model *hatchery.Wor
 
 var errNotPoweredOffYet = errors.New("never powered off (provisioning not finished)")
 
-func (o *Orchestrator) provisionedReady(ctx context.Context, name string) (*object.VirtualMachine, error) {
-	vm, err := o.client.LoadVirtualMachine(ctx, name)
+// provisionedReady loads a reuse candidate once its provisioning is known complete: from
+// its "provisioned" stamp, or else (a VM of the original, or one whose stamp failed) from a
+// VmPoweredOffEvent, as the original decides.
+func (o *Orchestrator) provisionedReady(ctx context.Context, candidate VM) (*object.VirtualMachine, error) {
+	vm, err := o.client.LoadVirtualMachine(ctx, candidate.Name)
 	if err != nil {
 		return nil, err
+	}
+	if !candidate.Annotation.Provisioned.IsZero() {
+		return vm, nil
 	}
 	events, err := o.client.LoadVirtualMachineEvents(ctx, vm, "VmPoweredOffEvent")
 	if err != nil {
