@@ -72,6 +72,10 @@ type Services interface {
 	// ReleaseJob gives a job back to the queue: DELETE book for a v1 job ID, DELETE take
 	// for a v2 run-job UUID in region (the hatchery's v2 region when empty).
 	ReleaseJob(ctx context.Context, jobID, region string) error
+	// JobAwaitsWorker tells whether the API still shows the job waiting for a worker of this
+	// hatchery (v1: Waiting and booked by it; v2: Scheduling). A job the API no longer has
+	// does not; an API failure is an error.
+	JobAwaitsWorker(ctx context.Context, jobID, region string) (bool, error)
 }
 
 // PoolWorker is one entry of the worker pool: a registered worker or a started VM not yet

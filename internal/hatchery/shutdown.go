@@ -115,6 +115,21 @@ func (h *Hatchery) ReleaseJob(ctx context.Context, jobID, region string) error {
 	return h.release(ctx, jobID, region)
 }
 
+// JobAwaitsWorker implements Services: the check ReleaseJob makes before releasing.
+func (h *Hatchery) JobAwaitsWorker(ctx context.Context, jobID, region string) (bool, error) {
+	if region == "" {
+		region = h.region2()
+	}
+	err := h.stillAwaitingWorker(ctx, jobID, region)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, ErrJobNotReleasable), cds.ErrorIs(err, cds.ErrIDNotFound), cds.ErrorIs(err, cds.ErrIDWorkflowNodeJobRunNotFound):
+		return false, nil
+	}
+	return false, err
+}
+
 // ErrJobNotReleasable is returned by ReleaseJob for a job that has moved on.
 var ErrJobNotReleasable = errors.New("job no longer waits for a worker of this hatchery")
 

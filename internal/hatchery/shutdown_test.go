@@ -249,6 +249,42 @@ func TestReleaseJobLeavesAJobThatMovedOn(t *testing.T) {
 	}
 }
 
+// After a restart the provider asks whether the job of a VM it did not make still waits
+// for that VM's worker: only a job booked or taken by this hatchery does.
+func TestJobAwaitsWorker(t *testing.T) {
+	e := newSchedEnv(t, nil)
+	ctx := context.Background()
+	booked := v1Job(42)
+	booked.BookedBy = cds.ServiceRef{Name: e.h.cfg.Name}
+	e.v1.jobs[42] = booked
+	building := v1Job(43)
+	building.Status = cds.StatusBuilding
+	building.BookedBy = cds.ServiceRef{Name: e.h.cfg.Name}
+	e.v1.jobs[43] = building
+	e.v1.jobs[44] = v1Job(44) // back in the queue, booked by nobody
+	scheduling := v2Info(schedUUID)
+	scheduling.RunJob.Status = cds.V2StatusScheduling
+	e.v2.jobs[schedUUID] = scheduling
+	const otherUUID = "5c1e2d3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
+	waiting := v2Info(otherUUID)
+	waiting.RunJob.Status = cds.V2StatusWaiting
+	e.v2.jobs[otherUUID] = waiting
+
+	for id, want := range map[string]bool{"42": true, "43": false, "44": false, "45": false, schedUUID: true, otherUUID: false, "00000000-0000-4000-8000-00000000dead": false} {
+		got, err := e.h.JobAwaitsWorker(ctx, id, "")
+		if err != nil || got != want {
+			t.Errorf("JobAwaitsWorker(%s) = %v, %v; want %v", id, got, err, want)
+		}
+	}
+	e.v1.jobInfoErr = errors.New("API down")
+	if _, err := e.h.JobAwaitsWorker(ctx, "42", ""); err == nil {
+		t.Error("an API failure is not reported")
+	}
+	if got := releases(e.rec.all()); len(got) != 0 {
+		t.Errorf("a question released jobs: %q", got)
+	}
+}
+
 func TestExtraStatusLinesAreStampedAndLast(t *testing.T) {
 	e := newSchedEnv(t, nil, withoutV1(), func(o *Options, _ *schedEnv) {
 		o.ExtraStatus = func(context.Context) []cds.MonitoringStatusLine {

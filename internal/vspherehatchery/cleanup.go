@@ -68,10 +68,27 @@ func (o *Orchestrator) killAwolServers(ctx context.Context, svc hatchery.Service
 			actions = append(actions, o.deletion(vm, "marked for deletion"))
 			continue
 		}
-		if vm.Annotation.Model || strings.HasPrefix(vm.Name, ProvisionPrefix) {
+		if vm.Annotation.Model {
+			if o.abandonedBuild(vm) {
+				actions = append(actions, o.deletion(vm, "template build abandoned by an earlier run"))
+			}
+			continue
+		}
+		if strings.HasPrefix(vm.Name, ProvisionPrefix) {
 			continue
 		}
 		_, isRegistered := registered[vm.Name]
+		if o.leftByEarlierRun(vm, isRegistered) {
+			awaits, err := svc.JobAwaitsWorker(vctx, vm.Annotation.JobID, vm.Annotation.JobRegion)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("AWOL pass: job %s of VM %q: %w", vm.Annotation.JobID, vm.Name, err))
+				continue
+			}
+			if !awaits {
+				actions = append(actions, o.deletion(vm, fmt.Sprintf("left by an earlier run before its worker registered; job %s no longer waits for it", vm.Annotation.JobID)))
+				continue
+			}
+		}
 		reason, err := o.awolDecision(vctx, vm, isRegistered, now)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("AWOL pass: %w", err))
@@ -97,6 +114,28 @@ func (o *Orchestrator) killAwolServers(ctx context.Context, svc hatchery.Service
 	}
 	errs = append(errs, o.runCleanupActions(ctx, svc, actions))
 	return errors.Join(errs...)
+}
+
+// abandonedBuild tells whether a VM is the <model>-tmp build VM of a template that an
+// earlier run of this hatchery began and never finished (a crash mid-build): it would keep
+// the model from registering and its v1 jobs from starting for ever. A build of this
+// process, or one begun after it started, is left alone.
+func (o *Orchestrator) abandonedBuild(vm VM) bool {
+	name, isBuild := strings.CutSuffix(vm.Name, TmpSuffix)
+	return isBuild && !vm.Template && !o.building.Has(name) && vm.Annotation.Created.Before(o.started)
+}
+
+// leftByEarlierRun tells whether a powered-on worker VM of a job was made (or claimed) by an
+// earlier run of this hatchery and its worker has not registered: the spawn that made it
+// died with that run, so whether its worker was ever launched is unknown. Such a VM is kept
+// only while its job still waits for a worker of this hatchery; otherwise (the job was
+// released at shutdown, served elsewhere, or is gone) it is deleted at once so that the job
+// can be served again, instead of after workerRegistrationTTL.
+func (o *Orchestrator) leftByEarlierRun(vm VM, registered bool) bool {
+	a := vm.Annotation
+	return !registered && a.JobID != "" && !IsRegistration(a.JobID) &&
+		vm.PowerState == types.VirtualMachinePowerStatePoweredOn &&
+		born(a).Before(o.started) && !o.caches.SpawnInProgress.Has(a.JobID)
 }
 
 // cleanupAction is one change a cleanup pass makes to a VM (delete it, power it off).

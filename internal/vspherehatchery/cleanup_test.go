@@ -2,6 +2,7 @@ package vspherehatchery
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -59,7 +60,11 @@ func TestKillAwolServers(t *testing.T) {
 	}{
 		{name: "marked for deletion", vm: moVM("w", mine(Annotation{}), false, on, 2, 4096), marked: true, deleted: true},
 		{name: "provisioned VM of a configured pool skipped", vm: moVM("provision-v2-x", mine(Annotation{Provisioning: true, VMwareModelPath: "debian12"}), false, off, 2, 4096)},
-		{name: "CDS template build skipped", vm: moVM("mymodel-tmp", mine(Annotation{Model: true}), false, on, 2, 4096)},
+		{name: "CDS template build of this run skipped", vm: moVM("mymodel-tmp", mine(Annotation{Model: true, Created: cleanupNow}), false, on, 2, 4096)},
+		{name: "CDS template skipped", vm: moVM("mymodel", mine(Annotation{Model: true}), true, off, 2, 4096)},
+		// Begun before this process started and not built by it: a crash mid-build, which
+		// would keep the model from registering for ever.
+		{name: "template build of an earlier run deleted", vm: moVM("mymodel-tmp", mine(Annotation{Model: true}), false, on, 2, 4096), deleted: true},
 		{name: "other hatchery's VM skipped", vm: moVM("w", &Annotation{HatcheryName: "other"}, false, off, 2, 4096)},
 		{name: "non-CDS VM skipped", vm: moVM("mail", nil, false, off, 2, 4096)},
 		{name: "no events kept", vm: moVM("w", mine(Annotation{}), false, on, 2, 4096), readsEv: true},
@@ -351,5 +356,72 @@ func TestDeleteServerFreesTheVMAddress(t *testing.T) {
 	}
 	if ip, err := f.o.ips.FindAndReserve(); err != nil || ip != "10.0.0.1" {
 		t.Errorf("after the deletion FindAndReserve = %q, %v; want the deleted VM's 10.0.0.1", ip, err)
+	}
+}
+
+// After a restart, a powered-on worker VM of a job made by the earlier run and whose worker
+// never registered is kept only while its job still waits for this hatchery's worker.
+func TestKillAwolServersVMsLeftByAnEarlierRun(t *testing.T) {
+	mine := func(a Annotation) *Annotation { a.HatcheryName = "h"; return &a }
+	before := ago(time.Minute) // this process started at cleanupNow
+	tests := []struct {
+		name       string
+		vm         mo.VirtualMachine
+		awaits     bool
+		registered bool
+		inProgress bool
+		asked      bool
+		deleted    bool
+	}{
+		{name: "job released at shutdown: deleted at once", vm: moVM("w", mine(Annotation{Created: before, JobID: "41"}), false, on, 2, 4096), asked: true, deleted: true},
+		{name: "v2 job gone: deleted at once", vm: moVM("w", mine(Annotation{Created: before, JobID: "0b9a1f4e-3a3c-4c8e-9a50-4d5b3b3c2a11", JobRegion: "eu"}), false, on, 2, 4096), asked: true, deleted: true},
+		{name: "job still booked for it: kept", vm: moVM("w", mine(Annotation{Created: before, JobID: "41"}), false, on, 2, 4096), awaits: true, asked: true},
+		{name: "claimed provisioned VM of an earlier run", vm: moVM("w", mine(Annotation{Created: ago(time.Hour), Provisioning: true, Claimed: before, JobID: "41"}), false, on, 2, 4096), asked: true, deleted: true},
+		{name: "registered worker: not asked", vm: moVM("w", mine(Annotation{Created: before, JobID: "41"}), false, on, 2, 4096), registered: true},
+		{name: "made by this run: not asked", vm: moVM("w", mine(Annotation{Created: cleanupNow, JobID: "41"}), false, on, 2, 4096)},
+		{name: "spawn of this run in progress for the job: not asked", vm: moVM("w", mine(Annotation{Created: before, JobID: "41"}), false, on, 2, 4096), inProgress: true},
+		{name: "powered off: the finished-worker rules decide", vm: moVM("w", mine(Annotation{Created: before, JobID: "41"}), false, off, 2, 4096)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newOrch(t, spawnConfig(), func(m *mock_vsphere.MockVSphereClient) {
+				listing(m, 1, []mo.VirtualMachine{tc.vm}, nil)
+				if tc.deleted {
+					m.EXPECT().LoadVirtualMachine(gomock.Any(), "w").Return(vmObj("w"), nil).Times(1)
+					m.EXPECT().ShutdownVirtualMachine(gomock.Any(), vmObj("w")).Return(nil).Times(1)
+					m.EXPECT().DestroyVirtualMachine(gomock.Any(), vmObj("w")).Return(nil).Times(1)
+				}
+				// Young VMs: no AWOL rule may fire yet, so no events are read.
+			})
+			a, _ := ParseAnnotation(tc.vm.Config.Annotation)
+			f.svc.awaits = map[string]bool{a.JobID: tc.awaits}
+			if tc.registered {
+				f.svc.registered["w"] = struct{}{}
+			}
+			if tc.inProgress {
+				f.o.caches.SpawnInProgress.Add(a.JobID)
+			}
+			if err := f.o.killAwolServers(t.Context(), f.svc); err != nil {
+				t.Fatalf("killAwolServers: %v", err)
+			}
+			if asked := len(f.svc.asked) > 0; asked != tc.asked {
+				t.Errorf("API asked about the job: %v, want %v", asked, tc.asked)
+			}
+			if len(f.svc.released) != 0 {
+				t.Errorf("released %v: a job that no longer waits for the VM is not released", f.svc.released)
+			}
+		})
+	}
+}
+
+// An API that cannot say whether the job still waits keeps the VM and fails the pass.
+func TestKillAwolServersKeepsAnEarlierRunsVMWhenTheAPIFails(t *testing.T) {
+	vm := moVM("w", &Annotation{HatcheryName: "h", Created: ago(time.Minute), JobID: "41"}, false, on, 2, 4096)
+	f := newOrch(t, spawnConfig(), func(m *mock_vsphere.MockVSphereClient) {
+		listing(m, 1, []mo.VirtualMachine{vm}, nil)
+	})
+	f.svc.awaitsErr = errors.New("API down")
+	if err := f.o.killAwolServers(t.Context(), f.svc); err == nil || !strings.Contains(err.Error(), "API down") {
+		t.Fatalf("killAwolServers = %v, want the API failure", err)
 	}
 }

@@ -101,6 +101,9 @@ type Orchestrator struct {
 	rand          func() float64
 	// building holds the v1 models whose template this process is building.
 	building *NameSet
+	// started is when this process began: a VM made or claimed before it was left by an
+	// earlier run (a crash, a restart), whose in-memory state is lost.
+	started time.Time
 
 	mu  sync.Mutex
 	svc hatchery.Services // set by Run; SpawnWorker may run before it
@@ -118,6 +121,7 @@ func NewOrchestrator(p *Provider, opts OrchestratorOptions) *Orchestrator {
 		newName:       opts.NewName,
 		rand:          opts.Rand,
 		building:      NewNameSet(),
+		started:       p.now(),
 	}
 	if opts.Timings.Cleanup <= 0 {
 		o.timings.Cleanup = p.cfg.CleanupInterval()

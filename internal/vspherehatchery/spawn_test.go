@@ -36,6 +36,9 @@ type fakeServices struct {
 	modelErrors   []string // "<group>/<name>: <message>"
 	workerModelGo []string
 	released      []string // "<job> <region>"
+	awaits        map[string]bool
+	asked         []string // jobs JobAwaitsWorker was asked about
+	awaitsErr     error
 }
 
 func (f *fakeServices) HatcheryName() string { return "h" }
@@ -78,6 +81,21 @@ func (f *fakeServices) SendJobInfo(_ context.Context, region, jobID, level, mess
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.infos = append(f.infos, level+" "+region+" "+jobID+": "+message)
+}
+
+// JobAwaitsWorker answers from awaits (by job ID); a job not listed still waits for its
+// worker, as a job booked by the hatchery does.
+func (f *fakeServices) JobAwaitsWorker(_ context.Context, jobID, _ string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.asked = append(f.asked, jobID)
+	if f.awaitsErr != nil {
+		return false, f.awaitsErr
+	}
+	if v, ok := f.awaits[jobID]; ok {
+		return v, nil
+	}
+	return true, nil
 }
 
 func (f *fakeServices) ReleaseJob(_ context.Context, jobID, region string) error {
