@@ -46,20 +46,29 @@ func newReloginTripper(next soap.RoundTripper, login func(ctx context.Context) e
 	return &reloginTripper{next: next, login: login, now: time.Now}
 }
 
+// reloginReplays bounds the replays of one request: a session may be lost again between a
+// re-login and the replay (an operator's script killing sessions, a vCenter failing over),
+// and each new loss deserves its own re-login, but not an endless loop.
+const reloginReplays = 3
+
 func (r *reloginTripper) RoundTrip(ctx context.Context, req, res soap.HasFault) error {
 	gen, stopped := r.state()
 	err := r.next.RoundTrip(ctx, req, res)
-	if err == nil || stopped || !fault.Is(err, &types.NotAuthenticated{}) {
-		return err
+	for range reloginReplays {
+		if err == nil || stopped || !fault.Is(err, &types.NotAuthenticated{}) {
+			return err
+		}
+		if lerr := r.relogin(ctx, gen); lerr != nil {
+			return fmt.Errorf("%w (re-login failed: %v)", err, lerr)
+		}
+		// The failed attempt left its fault in res; a replay decodes into a clean body.
+		if v := reflect.ValueOf(res); v.Kind() == reflect.Pointer && !v.IsNil() {
+			v.Elem().Set(reflect.Zero(v.Elem().Type()))
+		}
+		gen, stopped = r.state()
+		err = r.next.RoundTrip(ctx, req, res)
 	}
-	if lerr := r.relogin(ctx, gen); lerr != nil {
-		return fmt.Errorf("%w (re-login failed: %v)", err, lerr)
-	}
-	// The first attempt left its fault in res; a replay decodes into a clean body.
-	if v := reflect.ValueOf(res); v.Kind() == reflect.Pointer && !v.IsNil() {
-		v.Elem().Set(reflect.Zero(v.Elem().Type()))
-	}
-	return r.next.RoundTrip(ctx, req, res)
+	return err
 }
 
 func (r *reloginTripper) state() (uint64, bool) {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmware/govmomi/fault"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 )
@@ -145,5 +146,46 @@ func TestConcurrentSessionLossLogsInOnce(t *testing.T) {
 	wg.Wait()
 	if n := vc.loginCount(); n != 1 {
 		t.Errorf("%d logins, want 1", n)
+	}
+}
+
+// flappingVCenter loses the session again right after each of the first `losses` logins,
+// before the replayed request reaches it.
+type flappingVCenter struct {
+	expiringVCenter
+	losses int
+}
+
+func (v *flappingVCenter) RoundTrip(ctx context.Context, req, res soap.HasFault) error {
+	err := v.expiringVCenter.RoundTrip(ctx, req, res)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err == nil && v.losses > 0 {
+		v.losses--
+		v.authed = false
+		return soap.WrapVimFault(&types.NotAuthenticated{})
+	}
+	return err
+}
+
+// A session lost again between a re-login and the replay gets another re-login; a session
+// that never holds is given up after a bounded number of replays.
+func TestSessionLostAgainBeforeTheReplay(t *testing.T) {
+	vc := &flappingVCenter{losses: 2}
+	r := newReloginTripper(vc, vc.login)
+	if err := r.RoundTrip(context.Background(), nil, nil); err != nil {
+		t.Fatalf("request failed: %v", err)
+	}
+	if n := vc.loginCount(); n != 3 {
+		t.Errorf("%d logins, want 3 (one per loss)", n)
+	}
+
+	never := &flappingVCenter{losses: 100}
+	r = newReloginTripper(never, never.login)
+	if err := r.RoundTrip(context.Background(), nil, nil); !fault.Is(err, &types.NotAuthenticated{}) {
+		t.Fatalf("err = %v, want NotAuthenticated", err)
+	}
+	if n := never.loginCount(); n != reloginReplays {
+		t.Errorf("%d logins, want %d", n, reloginReplays)
 	}
 }
