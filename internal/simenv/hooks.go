@@ -1,6 +1,7 @@
 package simenv
 
 import (
+	"strconv"
 	"sync"
 	"time"
 
@@ -123,12 +124,15 @@ func (h *methodHooks) takeArmed(method string) types.BaseMethodFault {
 
 // handle is installed as the registry's Handler. Returning a nil reference keeps the
 // simulator's own handler; a non-nil fault answers the call with it.
-func (h *methodHooks) handle(_ *simulator.Context, m *simulator.Method) (mo.Reference, types.BaseMethodFault) {
+func (h *methodHooks) handle(ctx *simulator.Context, m *simulator.Method) (mo.Reference, types.BaseMethodFault) {
 	if fault := h.takeArmed(m.Name); fault != nil {
 		return nil, fault
 	}
 	switch req := m.Body.(type) {
 	case *types.CloneVM_Task:
+		if fault := unknownCloneNetwork(ctx, req); fault != nil {
+			return nil, fault
+		}
 		carryCloneAnnotation(req)
 	case *types.WaitForUpdatesEx:
 		// The simulator must never block under the serializer: it computes the updates
@@ -164,4 +168,36 @@ func carryCloneAnnotation(req *types.CloneVM_Task) {
 		&types.OptionValue{Key: "SET.summary.config.annotation", Value: cfg.Annotation},
 	)
 	cfg.ExtraConfig = extra
+}
+
+// unknownCloneNetwork answers a clone whose spec backs a NIC with a network name the
+// inventory does not have with the fault a vCenter gives, where the simulator's clone task
+// would dereference the missing network and crash the process.
+func unknownCloneNetwork(ctx *simulator.Context, req *types.CloneVM_Task) types.BaseMethodFault {
+	var changes []types.BaseVirtualDeviceConfigSpec
+	changes = append(changes, req.Spec.Location.DeviceChange...)
+	if req.Spec.Config != nil {
+		changes = append(changes, req.Spec.Config.DeviceChange...)
+	}
+	for _, c := range changes {
+		dev := c.GetVirtualDeviceConfigSpec().Device
+		if dev == nil {
+			continue
+		}
+		b, ok := dev.GetVirtualDevice().Backing.(*types.VirtualEthernetCardNetworkBackingInfo)
+		if !ok {
+			continue
+		}
+		found := false
+		for _, n := range ctx.Map.All("Network") {
+			if e, ok := n.(mo.Entity); ok && e.Entity().Name == b.DeviceName {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return &types.InvalidArgument{InvalidProperty: "spec.deviceChange.device.backing.deviceName=" + strconv.Quote(b.DeviceName)}
+		}
+	}
+	return nil
 }

@@ -535,3 +535,33 @@ func TestCallbackCanShutTheGuestDown(t *testing.T) {
 		t.Errorf("guest IP %q, %v after shutdown; want none", ip, err)
 	}
 }
+
+// A clone whose NIC names a network the inventory does not have is refused with a fault,
+// as vCenter does; the simulator's own clone task would crash the process on it.
+func TestCloneOnAnUnknownNetworkIsRefused(t *testing.T) {
+	w := newWorld(t, Options{})
+	ctx := t.Context()
+	src, err := w.finder.VirtualMachine(ctx, "debian12")
+	if err != nil {
+		t.Fatal(err)
+	}
+	folder, err := w.finder.Folder(ctx, w.env.Folder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"", "no-such-network"} {
+		spec := w.cloneSpec(t, src, "lost", "", "")
+		card := spec.Config.DeviceChange[0].GetVirtualDeviceConfigSpec().Device.(types.BaseVirtualEthernetCard).GetVirtualEthernetCard()
+		card.Backing.(*types.VirtualEthernetCardNetworkBackingInfo).DeviceName = name
+		task, err := src.Clone(ctx, folder, "lost", spec)
+		if err == nil {
+			_, err = task.WaitForResult(ctx)
+		}
+		if !fault.Is(err, &types.InvalidArgument{}) {
+			t.Errorf("clone on network %q: %v, want InvalidArgument", name, err)
+		}
+	}
+	if _, err := w.finder.VirtualMachine(ctx, "lost"); err == nil {
+		t.Error("a refused clone left a VM")
+	}
+}
