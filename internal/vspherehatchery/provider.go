@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/rockbears/log"
+	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/cds"
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/config"
@@ -23,10 +25,7 @@ var (
 
 // Provider is the vSphere provider of the hatchery framework: it decides from one narrow
 // inventory listing per decision and starts worker VMs through a vsphere.VSphereClient.
-//
-// Done so far: ModelType, WorkersStarted, NeedRegistration, DefaultModelV2Name, CanSpawn,
-// CanAllocateResources. SpawnWorker, Status and Run (provisioning, cleanup, metrics loops)
-// are not written yet, so *Provider does not satisfy hatchery.Provider yet.
+// The acting half (SpawnWorker, Run and its loops) is the Orchestrator, which embeds it.
 type Provider struct {
 	cfg    config.VSphere
 	client vsphere.VSphereClient
@@ -44,6 +43,39 @@ type Provider struct {
 	limits  *Limits
 	// jobs watches the VMs of jobs, to give a job back when its VM dies (jobwatch.go).
 	jobs *jobWatch
+	// pool is the last resource pool runtime read, shared by the decisions of a burst.
+	pool poolRuntimeCache
+}
+
+// poolRuntimeTTL is how long a resource pool runtime read serves the capacity decisions:
+// in a burst the main loop decides for many jobs a second, and a vCenter round trip each
+// (queued behind the clones in flight) would pace the whole burst. The pool's unreserved
+// figures only move when VMs with reservations power on or off, and a clone the pool
+// cannot hold fails and gives its job back anyway.
+const poolRuntimeTTL = time.Second
+
+type poolRuntimeCache struct {
+	mu sync.Mutex
+	at time.Time
+	rt types.ResourcePoolRuntimeInfo
+}
+
+// poolRuntime returns the resource pool runtime, read from vCenter at most once per
+// poolRuntimeTTL. A failed read is not cached.
+func (p *Provider) poolRuntime(ctx context.Context) (types.ResourcePoolRuntimeInfo, error) {
+	c := &p.pool
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := p.now()
+	if !c.at.IsZero() && now.Sub(c.at) < poolRuntimeTTL && !now.Before(c.at) {
+		return c.rt, nil
+	}
+	rt, err := p.client.ResourcePoolRuntime(ctx)
+	if err != nil {
+		return rt, err
+	}
+	c.at, c.rt = now, rt
+	return rt, nil
 }
 
 // New builds the provider. cfg is the [hatchery.vsphere] table, already validated; logger
@@ -225,7 +257,7 @@ func (p *Provider) CanAllocateResources(ctx context.Context, model *hatchery.Wor
 		in.TemplateKnown, in.TemplateCPUs, in.TemplateMemoryMB = true, tpl.NumCPU, tpl.MemoryMB
 	}
 	in.UsedCPUs, in.UsedMemoryMB = inv.UsedResources(p.hatcheryName())
-	rt, err := p.client.ResourcePoolRuntime(ctx)
+	rt, err := p.poolRuntime(ctx)
 	if err != nil {
 		p.log.Warn(ctx, "resource pool runtime unreadable, checking static limits only: %v", err)
 	} else {

@@ -253,6 +253,45 @@ func TestProviderCanSpawn(t *testing.T) {
 	})
 }
 
+// The decisions of a burst share one resource pool read per poolRuntimeTTL; a failed read
+// is not kept, and a read older than the TTL is made again.
+func TestCanAllocateResourcesSharesThePoolReadWithinASecond(t *testing.T) {
+	ctx := context.Background()
+	clock := newFakeClock()
+	ctrl := gomock.NewController(t)
+	m := mock_vsphere.NewMockVSphereClient(ctrl)
+	m.EXPECT().ListVirtualMachinesProperties(gomock.Any(), InventoryProperties).Return(fleetMO(), nil).AnyTimes()
+	gomock.InOrder(
+		m.EXPECT().ResourcePoolRuntime(gomock.Any()).Return(types.ResourcePoolRuntimeInfo{}, errors.New("busy")).Times(1),
+		m.EXPECT().ResourcePoolRuntime(gomock.Any()).Return(poolRuntime(1000, 1<<40), nil).Times(1),
+		// A second later the pool is full: the next decision must see it.
+		m.EXPECT().ResourcePoolRuntime(gomock.Any()).Return(poolRuntime(1000, 0), nil).Times(1),
+	)
+	p, err := New(testConfig(), m, (&logRecorder{}).logger(), clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	decide := func() bool {
+		t.Helper()
+		ok, err := p.CanAllocateResources(ctx, v2Model(), "42", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	decide() // the failed read: static limits only, and nothing kept
+	for i := range 5 {
+		if !decide() {
+			t.Fatalf("decision %d refused with room in the pool", i)
+		}
+		clock.Advance(poolRuntimeTTL / 10)
+	}
+	clock.Advance(poolRuntimeTTL / 2)
+	if decide() {
+		t.Fatal("a decision after the TTL used the old read: allowed on a full pool")
+	}
+}
+
 func TestProviderCanAllocateResources(t *testing.T) {
 	ctx := context.Background()
 	v2 := func(flavor string) *hatchery.WorkerStarterWorkerModel { m := v2Model(); m.Flavor = flavor; return m }
