@@ -30,6 +30,10 @@ func checkNoProblems(t *testing.T, h *Harness) {
 	for _, err := range h.Problems() {
 		t.Error(err)
 	}
+	// Without faults no launch is ambiguous: no VM is rolled back under a running worker.
+	if n := h.VMsGoneUnderWorker(); n != 0 {
+		t.Errorf("%d VMs deleted under their running worker", n)
+	}
 }
 
 func TestV2JobRunsInAClonedVMThatIsDeletedAfterwards(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -65,6 +66,8 @@ type Harness struct {
 	problems   []error
 	launched   int
 	poweredOff int
+	// vmsGoneUnderWorker counts the workers whose VM was deleted before they finished.
+	vmsGoneUnderWorker int
 }
 
 // NewHarness starts the simulated vCenter and CDS API and ties them together.
@@ -150,7 +153,17 @@ func (h *Harness) onGuestProgram(p simenv.GuestProgram) {
 
 // onWorkerDone is the worker's final `shutdown -h now`.
 func (h *Harness) onWorkerDone(vmName string) {
-	if err := h.VCenter.PowerOffVM(h.ctx, vmName); err != nil {
+	err := h.VCenter.PowerOffVM(h.ctx, vmName)
+	if errors.Is(err, simenv.ErrVMNotFound) {
+		// The hatchery deleted the VM under its worker: after a launch whose answer was
+		// lost it cannot know the worker started, and rolls the VM back. A real guest
+		// would simply be gone.
+		h.mu.Lock()
+		h.vmsGoneUnderWorker++
+		h.mu.Unlock()
+		return
+	}
+	if err != nil {
 		h.addProblem(fmt.Errorf("power off VM %q after its worker: %w", vmName, err))
 		return
 	}
@@ -194,6 +207,14 @@ func (h *Harness) VMsPoweredOff() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.poweredOff
+}
+
+// VMsGoneUnderWorker is the number of workers whose VM was deleted before they finished
+// (a rollback after a launch whose answer was lost): none without faults.
+func (h *Harness) VMsGoneUnderWorker() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.vmsGoneUnderWorker
 }
 
 // Config returns a complete configuration (defaults applied) of a hatchery named Name

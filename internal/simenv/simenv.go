@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net/url"
 	"sync"
@@ -464,6 +465,9 @@ func (e *Env) vm(ctx context.Context, name string) (*object.VirtualMachine, erro
 	return vm, nil
 }
 
+// ErrVMNotFound is returned for a VM name the inventory does not have.
+var ErrVMNotFound = errors.New("not found")
+
 // PowerOffVM powers the VM off the way a guest `shutdown -h now` does: power state off,
 // VmPoweredOffEvent, guest IP gone. A VM already off is left alone. Never faulted or delayed.
 //
@@ -482,7 +486,7 @@ func (e *Env) PowerOffVM(ctx context.Context, name string) error {
 func (e *Env) powerOff(name string) error {
 	vm := e.vmNamed(name)
 	if vm == nil {
-		return fmt.Errorf("vm %q: not found", name)
+		return fmt.Errorf("vm %q: %w", name, ErrVMNotFound)
 	}
 	sctx := e.sessionContext()
 	var state types.VirtualMachinePowerState

@@ -69,8 +69,8 @@ func (o *Orchestrator) killAwolServers(ctx context.Context, svc hatchery.Service
 			continue
 		}
 		if vm.Annotation.Model {
-			if o.abandonedBuild(vm) {
-				actions = append(actions, o.deletion(vm, "template build abandoned by an earlier run"))
+			if o.abandonedBuild(vm, now) {
+				actions = append(actions, o.deletion(vm, "template build abandoned"))
 			}
 			continue
 		}
@@ -116,13 +116,18 @@ func (o *Orchestrator) killAwolServers(ctx context.Context, svc hatchery.Service
 	return errors.Join(errs...)
 }
 
-// abandonedBuild tells whether a VM is the <model>-tmp build VM of a template that an
-// earlier run of this hatchery began and never finished (a crash mid-build): it would keep
-// the model from registering and its v1 jobs from starting for ever. A build of this
-// process, or one begun after it started, is left alone.
-func (o *Orchestrator) abandonedBuild(vm VM) bool {
-	name, isBuild := strings.CutSuffix(vm.Name, TmpSuffix)
-	return isBuild && !vm.Template && !o.building.Has(name) && vm.Annotation.Created.Before(o.started)
+// abandonedBuild tells whether a VM annotated as a CDS template is a build that will never
+// finish: not a template (yet), named <model>-tmp or already <model>, and not being built by
+// this process, begun by an earlier run (a crash mid-build) or longer ago than a build may
+// take (a build whose rename or mark as template failed without its rollback knowing
+// under which name the VM is). It would keep the model from registering and its v1 jobs
+// from starting for ever.
+func (o *Orchestrator) abandonedBuild(vm VM, now time.Time) bool {
+	if vm.Template || o.building.Has(strings.TrimSuffix(vm.Name, TmpSuffix)) {
+		return false
+	}
+	created := vm.Annotation.Created
+	return created.Before(o.started) || now.Sub(created) > o.timings.TemplateBuild
 }
 
 // leftByEarlierRun tells whether a powered-on worker VM of a job was made (or claimed) by an

@@ -57,6 +57,8 @@ func TestKillAwolServers(t *testing.T) {
 		events  []types.BaseEvent
 		readsEv bool
 		deleted bool
+		// at is how long after the orchestrator's start the pass runs.
+		at time.Duration
 	}{
 		{name: "marked for deletion", vm: moVM("w", mine(Annotation{}), false, on, 2, 4096), marked: true, deleted: true},
 		{name: "provisioned VM of a configured pool skipped", vm: moVM("provision-v2-x", mine(Annotation{Provisioning: true, VMwareModelPath: "debian12"}), false, off, 2, 4096)},
@@ -65,6 +67,9 @@ func TestKillAwolServers(t *testing.T) {
 		// Begun before this process started and not built by it: a crash mid-build, which
 		// would keep the model from registering for ever.
 		{name: "template build of an earlier run deleted", vm: moVM("mymodel-tmp", mine(Annotation{Model: true}), false, on, 2, 4096), deleted: true},
+		// Renamed but not marked as template, longer ago than a build may take.
+		{name: "half-built template deleted", vm: moVM("mymodel", mine(Annotation{Model: true, Created: cleanupNow.Add(time.Second)}), false, off, 2, 4096), deleted: true, at: 16 * time.Minute},
+		{name: "half-built template within the build bound kept", vm: moVM("mymodel", mine(Annotation{Model: true, Created: cleanupNow.Add(time.Second)}), false, off, 2, 4096), at: 14 * time.Minute},
 		{name: "other hatchery's VM skipped", vm: moVM("w", &Annotation{HatcheryName: "other"}, false, off, 2, 4096)},
 		{name: "non-CDS VM skipped", vm: moVM("mail", nil, false, off, 2, 4096)},
 		{name: "no events kept", vm: moVM("w", mine(Annotation{}), false, on, 2, 4096), readsEv: true},
@@ -157,6 +162,9 @@ func TestKillAwolServers(t *testing.T) {
 			}
 			if tc.marked {
 				f.o.caches.ToDelete.Add(tc.vm.Name)
+			}
+			if tc.at != 0 {
+				f.o.now = func() time.Time { return cleanupNow.Add(tc.at) }
 			}
 			if err := f.o.killAwolServers(t.Context(), f.svc); err != nil {
 				t.Fatalf("killAwolServers: %v", err)

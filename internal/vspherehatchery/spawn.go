@@ -357,11 +357,17 @@ func (o *Orchestrator) reuseProvisioned(ctx context.Context, args hatchery.Spawn
 // abandon powers a failed VM off and marks it for deletion by the next cleanup pass, then
 // returns cause. The power-off is best effort: the cleanup pass powers off again.
 func (o *Orchestrator) abandon(ctx context.Context, vm *object.VirtualMachine, name string, cause error) error {
+	o.rollback(ctx, vm, name, cause)
+	return cause
+}
+
+// rollback is abandon, reporting whether the VM was powered off.
+func (o *Orchestrator) rollback(ctx context.Context, vm *object.VirtualMachine, name string, cause error) (poweredOff bool) {
 	// The spawn may have failed because ctx ended; the rollback must still happen.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
 	defer cancel()
 	ctx = context.WithValue(ctx, fieldVMName, name)
-	poweredOff := true
+	poweredOff = true
 	if err := o.client.ShutdownVirtualMachine(rctx, vm); err != nil {
 		poweredOff = false
 		o.log.Warn(ctx, "power off failed VM %q: %v", name, err)
@@ -373,7 +379,7 @@ func (o *Orchestrator) abandon(ctx context.Context, vm *object.VirtualMachine, n
 		o.log.Info(ctx, "VM %q marked for deletion: %v", name, cause)
 	}
 	o.recordVMError(name, cause)
-	return cause
+	return poweredOff
 }
 
 // markForDeletion records a VM for the next cleanup pass, which deletes it.

@@ -71,8 +71,20 @@ func (o *Orchestrator) buildTemplate(ctx context.Context, model *hatchery.Worker
 	o.log.Info(ctx, "VM %q cloned from %q and powered on to build the template of model %q", tmpName, image, model.Name())
 
 	current := tmpName
+	// A template holds no address: the build VM's is given back once the VM is off, whether
+	// it became the template, is marked for deletion, or is a template after all because the
+	// answer to its mark as template was lost.
+	releaseIP := func() {
+		if ip != "" {
+			o.ips.Release(ip)
+		}
+	}
 	fail := func(err error) (*object.VirtualMachine, error) {
-		return nil, o.abandon(ctx, vm, current, fmt.Errorf("build template of model %q: %w", model.Name(), err))
+		err = fmt.Errorf("build template of model %q: %w", model.Name(), err)
+		if o.rollback(ctx, vm, current, err) {
+			releaseIP()
+		}
+		return nil, err
 	}
 	session, err := o.waitReady(ctx, vm, tmpName, ip, creds)
 	if err != nil {
@@ -95,6 +107,10 @@ func (o *Orchestrator) buildTemplate(ctx context.Context, model *hatchery.Worker
 		o.log.Info(context.WithValue(ctx, fieldVMName, name), "previous template %q of model %q deleted", name, model.Name())
 	}
 	if err := o.client.RenameVirtualMachine(ctx, vm, name); err != nil {
+		// A rename whose answer was lost (a dropped connection) may have happened: the
+		// rollback marks the VM under both names, and the cleanup pass deletes whichever
+		// exists (never a template).
+		o.markForDeletion(name)
 		return fail(err)
 	}
 	current = name
@@ -102,6 +118,7 @@ func (o *Orchestrator) buildTemplate(ctx context.Context, model *hatchery.Worker
 	if err := o.client.MarkVirtualMachineAsTemplate(ctx, vm); err != nil {
 		return fail(err)
 	}
+	releaseIP()
 	o.log.Info(ctx, "template %q of model %q built (VM %q renamed and marked as template)", name, model.Name(), tmpName)
 	return vm, nil
 }

@@ -77,3 +77,27 @@ func TestTemplateBuildFailureAbandonsTheTemporaryVM(t *testing.T) {
 		t.Errorf("temporary VM not marked for deletion: %v", f.o.caches.ToDelete.List())
 	}
 }
+
+// A rename whose answer is lost may have happened: the rollback marks the VM under both
+// names, so that the cleanup pass deletes it whichever name it has now.
+func TestTemplateRenameFailureMarksBothNames(t *testing.T) {
+	lost := errors.New("connection reset by peer")
+	f := newOrch(t, v1TemplateConfig(), func(m *mock_vsphere.MockVSphereClient) {
+		listing(m, 1, nil, nil)
+		m.EXPECT().LoadVirtualMachine(gomock.Any(), "debian12").Return(vmObj("debian12"), nil).Times(1)
+		expectClones(m, 1, &cloneRecorder{})
+		expectGuest(m, 1, 2, &programRecorder{})
+		m.EXPECT().WaitForVirtualMachineShutdown(gomock.Any(), vmObj("mymodel-tmp")).Return(nil).Times(1)
+		m.EXPECT().RenameVirtualMachine(gomock.Any(), vmObj("mymodel-tmp"), "mymodel").Return(lost).Times(1)
+		m.EXPECT().ShutdownVirtualMachine(gomock.Any(), vmObj("mymodel-tmp")).Return(nil).Times(1)
+	})
+	args := hatchery.SpawnArguments{WorkerName: "register-x", Model: v1TemplateModel(true), JobID: "0", RegisterOnly: true}
+	if err := f.o.SpawnWorker(t.Context(), args); !errors.Is(err, lost) {
+		t.Fatalf("err = %v, want the rename failure", err)
+	}
+	for _, name := range []string{"mymodel-tmp", "mymodel"} {
+		if !f.o.caches.ToDelete.Has(name) {
+			t.Errorf("%s not marked for deletion: %v", name, f.o.caches.ToDelete.List())
+		}
+	}
+}
