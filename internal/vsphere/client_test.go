@@ -702,4 +702,16 @@ func TestEthernetCardTypes(t *testing.T) {
 	if err := c.SetupEthernetCard(ctx, &card, "token-ring", network); err == nil {
 		t.Error("SetupEthernetCard accepted an unknown card type")
 	}
+	card = existing
+	if err := c.SetupEthernetCard(ctx, &card, "", namelessNetwork{network}); err == nil || !strings.Contains(err.Error(), "no name") {
+		t.Errorf("a network answering no name gave %v, want an error (a clone on it fails)", err)
+	}
+}
+
+// namelessNetwork answers a backing without a name, as a name read while the session is
+// being lost does.
+type namelessNetwork struct{ object.NetworkReference }
+
+func (namelessNetwork) EthernetCardBackingInfo(context.Context) (types.BaseVirtualDeviceBackingInfo, error) {
+	return &types.VirtualEthernetCardNetworkBackingInfo{}, nil
 }

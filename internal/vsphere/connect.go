@@ -100,6 +100,7 @@ type Client struct {
 	finder *find.Finder
 	pc     *property.Collector
 	events *event.Manager
+	tasks  *taskWaiter
 
 	datacenter *object.Datacenter
 	folder     *object.Folder
@@ -159,6 +160,10 @@ func Connect(ctx context.Context, opts Options) (*Client, error) {
 		finder: find.NewFinder(vc, false),
 		pc:     property.DefaultCollector(vc),
 		events: event.NewManager(vc),
+		tasks: newTaskWaiter(vc, opts.CallTimeout, func() uint64 {
+			gen, _ := relog.state()
+			return gen
+		}),
 	}
 	if err := c.resolveInventory(ctx); err != nil {
 		// The inventory error is what the caller must see; a failed logout changes nothing
@@ -226,6 +231,8 @@ func inventoryError(kind, name string, err error) error {
 
 // Logout ends the vCenter session; the client must not be used afterwards.
 func (c *Client) Logout(ctx context.Context) error {
+	// The task waiter first: its loop must not outlive the session, nor revive it.
+	c.tasks.close()
 	c.relog.stop()
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()

@@ -121,7 +121,8 @@ func (c *Client) LoadVirtualMachineDevices(ctx context.Context, vm *object.Virtu
 }
 
 // runTask issues a task-returning request bounded by the call timeout, then waits for the
-// task bounded by wait, and returns the task's result.
+// task bounded by wait through the client's shared task waiter, and returns the task's
+// result; a failed task's error carries its fault like Task.WaitForResult's.
 func (c *Client) runTask(ctx context.Context, wait func(context.Context) (context.Context, context.CancelFunc), start func(context.Context) (*object.Task, error)) (*types.TaskInfo, error) {
 	cctx, cancel := c.callContext(ctx)
 	task, err := start(cctx)
@@ -131,7 +132,7 @@ func (c *Client) runTask(ctx context.Context, wait func(context.Context) (contex
 	}
 	wctx, wcancel := wait(ctx)
 	defer wcancel()
-	info, err := task.WaitForResult(wctx)
+	info, err := c.tasks.wait(wctx, task.Reference())
 	if err != nil {
 		return nil, fmt.Errorf("wait for task %s: %w", task.Reference().Value, err)
 	}
@@ -368,6 +369,12 @@ func (c *Client) SetupEthernetCard(ctx context.Context, card *types.VirtualEther
 	backing, err := network.EthernetCardBackingInfo(cctx)
 	if err != nil {
 		return fmt.Errorf("setup ethernet card: backing of network %q: %w", network.Reference().Value, err)
+	}
+	// The backing of a standard network names it; a name read while the session was being
+	// lost comes back empty without an error, and a clone on it fails (or, in vcsim,
+	// crashes the simulator).
+	if b, ok := backing.(*types.VirtualEthernetCardNetworkBackingInfo); ok && b.DeviceName == "" {
+		return fmt.Errorf("setup ethernet card: network %q answered no name", network.Reference().Value)
 	}
 	device, err := object.EthernetCardTypes().CreateEthernetCard(ethernetCardName, backing)
 	if err != nil {
