@@ -3,6 +3,8 @@ package vspherehatchery
 import (
 	"context"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/vim25/types"
@@ -29,26 +31,9 @@ type cloneRequest struct {
 // customization with hostname = VM name and, with a fixed IP, the address, mask, gateway
 // and DNS; the annotation; the flavor's CPUs and memory; power on.
 func (o *Orchestrator) buildCloneSpec(ctx context.Context, req cloneRequest) (*types.VirtualMachineCloneSpec, error) {
-	devices, err := o.client.LoadVirtualMachineDevices(ctx, req.Source)
+	nic, err := o.sourceNIC(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("clone spec of %q: devices of %q: %w", req.Name, req.SourceName, err)
-	}
-	cards := devices.SelectByType((*types.VirtualEthernetCard)(nil))
-	if len(cards) == 0 {
-		return nil, fmt.Errorf("clone spec of %q: source VM %q has no ethernet card", req.Name, req.SourceName)
-	}
-	card := cards[0].(types.BaseVirtualEthernetCard).GetVirtualEthernetCard()
-	network, err := o.client.LoadNetwork(ctx, o.cfg.NetworkString)
-	if err != nil {
-		return nil, fmt.Errorf("clone spec of %q: %w", req.Name, err)
-	}
-	cardName := o.cfg.CardNameOrDefault()
-	if err := o.client.SetupEthernetCard(ctx, card, cardName, network); err != nil {
-		return nil, fmt.Errorf("clone spec of %q: %w", req.Name, err)
-	}
-	nic, err := vsphere.EthernetCardDevice(card, cardName)
-	if err != nil {
-		return nil, fmt.Errorf("clone spec of %q: %w", req.Name, err)
+		return nil, err
 	}
 	pool, err := o.client.LoadResourcePool(ctx)
 	if err != nil {
@@ -91,6 +76,71 @@ func (o *Orchestrator) buildCloneSpec(ctx context.Context, req cloneRequest) (*t
 		}
 	}
 	return spec, nil
+}
+
+// sourceNICTTL is how long the NIC prepared for the clones of one source VM is reused: a
+// burst of clones of one template reads its devices and the network's backing once, not
+// twice per clone. A source whose NIC an operator changes meanwhile fails one clone at
+// worst (its job goes back to the queue); a rebuilt v1 template is a new VM, a new key.
+const sourceNICTTL = time.Minute
+
+// nicCache holds the prepared NIC by source VM reference.
+type nicCache struct {
+	mu      sync.Mutex
+	entries map[types.ManagedObjectReference]nicEntry
+}
+
+type nicEntry struct {
+	at  time.Time
+	nic types.BaseVirtualDevice
+}
+
+// sourceNIC is the source's first NIC re-backed on the configured network with the
+// configured card type, ready for an "edit" device change.
+func (o *Orchestrator) sourceNIC(ctx context.Context, req cloneRequest) (types.BaseVirtualDevice, error) {
+	key := req.Source.Reference()
+	now := o.now()
+	c := &o.nics
+	// Held while a NIC is prepared: the clones of a burst start together, and all but the
+	// first must wait for its answer rather than ask vCenter the same questions.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[key]
+	if ok && now.Sub(e.at) < sourceNICTTL && !now.Before(e.at) {
+		// Shared by the clone specs: a request only reads it (to encode it).
+		return e.nic, nil
+	}
+	devices, err := o.client.LoadVirtualMachineDevices(ctx, req.Source)
+	if err != nil {
+		return nil, fmt.Errorf("clone spec of %q: devices of %q: %w", req.Name, req.SourceName, err)
+	}
+	cards := devices.SelectByType((*types.VirtualEthernetCard)(nil))
+	if len(cards) == 0 {
+		return nil, fmt.Errorf("clone spec of %q: source VM %q has no ethernet card", req.Name, req.SourceName)
+	}
+	card := *cards[0].(types.BaseVirtualEthernetCard).GetVirtualEthernetCard()
+	network, err := o.client.LoadNetwork(ctx, o.cfg.NetworkString)
+	if err != nil {
+		return nil, fmt.Errorf("clone spec of %q: %w", req.Name, err)
+	}
+	cardName := o.cfg.CardNameOrDefault()
+	if err := o.client.SetupEthernetCard(ctx, &card, cardName, network); err != nil {
+		return nil, fmt.Errorf("clone spec of %q: %w", req.Name, err)
+	}
+	nic, err := vsphere.EthernetCardDevice(&card, cardName)
+	if err != nil {
+		return nil, fmt.Errorf("clone spec of %q: %w", req.Name, err)
+	}
+	if c.entries == nil {
+		c.entries = map[types.ManagedObjectReference]nicEntry{}
+	}
+	for k, old := range c.entries {
+		if now.Sub(old.at) >= sourceNICTTL {
+			delete(c.entries, k)
+		}
+	}
+	c.entries[key] = nicEntry{at: now, nic: nic}
+	return nic, nil
 }
 
 // customization is the Linux guest customization: hostname = VM name, and the fixed IP

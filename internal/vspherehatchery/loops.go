@@ -104,6 +104,8 @@ type Orchestrator struct {
 	// started is when this process began: a VM made or claimed before it was left by an
 	// earlier run (a crash, a restart), whose in-memory state is lost.
 	started time.Time
+	// nics are the NICs prepared for the clones of each source VM (clonespec.go).
+	nics nicCache
 
 	mu  sync.Mutex
 	svc hatchery.Services // set by Run; SpawnWorker may run before it

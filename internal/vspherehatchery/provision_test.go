@@ -33,7 +33,7 @@ func TestProvisionPassV2FillsTheDeficitUpToThePoolSize(t *testing.T) {
 			moVM("provision-v2-old", mine(Annotation{Provisioning: true, VMwareModelPath: "debian12", IPAddress: "10.0.0.20"}), false, off, 2, 4096),
 		}, nil)
 		m.EXPECT().LoadVirtualMachine(gomock.Any(), "debian12").Return(vmObj("debian12"), nil).Times(2)
-		expectClones(m, 2, clones)
+		expectClonesOf(m, 2, 1, clones) // one source: its NIC is prepared once
 		m.EXPECT().WaitForGuestOperationsReady(gomock.Any(), gomock.Any()).Return(nil).Times(2)
 		m.EXPECT().WaitForVirtualMachineIP(gomock.Any(), gomock.Any(), gomock.Any(), gomock.Any()).Return(nil).Times(2)
 		m.EXPECT().ShutdownVirtualMachine(gomock.Any(), gomock.Any()).Return(nil).Times(2)
@@ -149,4 +149,38 @@ func expectProvisionedStamps(t *testing.T, m *mock_vsphere.MockVSphereClient, n 
 			}
 			return nil
 		}).Times(n)
+}
+
+// The clones of one source within a minute share its prepared NIC; a source's NIC is
+// prepared again once the minute has passed, and another source has its own.
+func TestClonesOfOneSourceShareItsNICForAMinute(t *testing.T) {
+	clones := &cloneRecorder{}
+	f := newOrch(t, spawnConfig(), func(m *mock_vsphere.MockVSphereClient) {
+		// 5 clones: debian12 ×3 (read once), ubuntu ×1 (its own read), debian12 after
+		// the TTL (read again).
+		expectClonesOf(m, 5, 3, clones)
+	})
+	now := created
+	f.o.now = func() time.Time { return now }
+	clone := func(name, source string) {
+		t.Helper()
+		if _, err := f.o.clone(t.Context(), cloneRequest{Name: name, Source: vmObj(source), SourceName: source}); err != nil {
+			t.Fatalf("clone %s: %v", name, err)
+		}
+	}
+	clone("a", "debian12")
+	clone("b", "debian12")
+	now = now.Add(sourceNICTTL - time.Second)
+	clone("c", "debian12")
+	clone("d", "ubuntu")
+	now = now.Add(time.Second)
+	clone("e", "debian12")
+	for _, c := range clones.get() {
+		nic := c.spec.Location.DeviceChange[0].GetVirtualDeviceConfigSpec().Device
+		card := nic.(types.BaseVirtualEthernetCard).GetVirtualEthernetCard()
+		backing, ok := card.Backing.(*types.VirtualEthernetCardNetworkBackingInfo)
+		if _, vmxnet3 := nic.(*types.VirtualVmxnet3); !vmxnet3 || card.Key != 4000 || !ok || backing.DeviceName != "workers" {
+			t.Errorf("clone %s: NIC %T key %d backing %#v, want the source's card 4000 as vmxnet3 on workers", c.name, nic, card.Key, card.Backing)
+		}
+	}
 }

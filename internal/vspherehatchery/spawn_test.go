@@ -185,22 +185,29 @@ func (r *cloneRecorder) get() []cloneCall {
 	return append([]cloneCall(nil), r.calls...)
 }
 
-// expectClones expects n clones (each building its spec from the source's devices, the
-// network, the pool and the datastore) and records them; the new VM of a clone named X is
-// vmObj(X).
+// expectClones expects n clones of n different source VMs (each building its spec from the
+// source's devices, the network, the pool and the datastore) and records them; the new VM
+// of a clone named X is vmObj(X).
 func expectClones(m *mock_vsphere.MockVSphereClient, n int, r *cloneRecorder) {
+	expectClonesOf(m, n, n, r)
+}
+
+// expectClonesOf expects n clones of `sources` different source VMs: the NIC of a source
+// is read and prepared once.
+func expectClonesOf(m *mock_vsphere.MockVSphereClient, n, sources int, r *cloneRecorder) {
 	m.EXPECT().LoadVirtualMachineDevices(gomock.Any(), gomock.Any()).DoAndReturn(
 		func(context.Context, *object.VirtualMachine) (object.VirtualDeviceList, error) {
 			return templateDevices(), nil // a fresh list: the spec builder edits the card
-		}).Times(n)
-	m.EXPECT().LoadNetwork(gomock.Any(), "workers").Return(object.NewNetwork(nil, types.ManagedObjectReference{Type: "Network", Value: "network-5"}), nil).Times(n)
+		}).Times(sources)
+	reads := sources
+	m.EXPECT().LoadNetwork(gomock.Any(), "workers").Return(object.NewNetwork(nil, types.ManagedObjectReference{Type: "Network", Value: "network-5"}), nil).Times(reads)
 	m.EXPECT().SetupEthernetCard(gomock.Any(), gomock.Any(), "vmxnet3", gomock.Any()).DoAndReturn(
 		func(_ context.Context, card *types.VirtualEthernetCard, _ string, _ object.NetworkReference) error {
 			card.Backing = &types.VirtualEthernetCardNetworkBackingInfo{
 				VirtualDeviceDeviceBackingInfo: types.VirtualDeviceDeviceBackingInfo{DeviceName: "workers"},
 			}
 			return nil
-		}).Times(n)
+		}).Times(reads)
 	m.EXPECT().LoadResourcePool(gomock.Any()).Return(object.NewResourcePool(nil, poolRef), nil).Times(n)
 	m.EXPECT().LoadDatastore(gomock.Any(), "ssd").Return(object.NewDatastore(nil, dsRef), nil).Times(n)
 	m.EXPECT().LoadFolder(gomock.Any()).Return(folderObj, nil).Times(n)
