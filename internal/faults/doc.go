@@ -9,6 +9,7 @@
 // the CDS API that can answer 500s or hang; and WriteReport, which renders the results
 // table of docs/reliability.md.
 //
-// Run it with `make faults`, or `go test -race -count=1 ./internal/faults/ -args -report
-// docs/reliability.md` (FAULTS_REPORT=path does the same); a plain `go test` only asserts.
+// It runs with every `go test ./...` (`make test`; skipped with -short). `make faults` runs
+// it alone and writes docs/reliability.md (`go test -race -count=1 ./internal/faults/ -args
+// -report docs/reliability.md`; FAULTS_REPORT=path does the same).
 package faults
