@@ -147,8 +147,25 @@ func (e *Env) serveSDK(w http.ResponseWriter, r *http.Request) {
 	rec := newRecorder()
 	e.sim.do(func() {
 		e.serveOnce(rec, r, body, call.method, fault)
+		if !readOnly(call.method) {
+			// Objects of a session (list and container views, filters) change in the
+			// session's own registry, which the change feed does not watch: a long poll
+			// over a view whose members were just changed must still look again, as a
+			// vCenter reports such a change at once.
+			e.feed.bump()
+		}
 	})
 	rec.flush(w)
+}
+
+// readOnly tells the methods that change nothing a long poll could report.
+func readOnly(method string) bool {
+	switch method {
+	case "RetrieveProperties", "RetrievePropertiesEx", "ContinueRetrievePropertiesEx", "RetrieveServiceContent",
+		"QueryEvents", "ReadNextEvents", "ReadPreviousEvents", "CurrentTime":
+		return true
+	}
+	return false
 }
 
 // serveOnce has the simulator answer the request into rec; fault, when not nil, is the

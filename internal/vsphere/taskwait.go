@@ -57,7 +57,11 @@ var errClientClosed = errors.New("vsphere client logged out")
 // meanwhile is reported by its addition. Failures other than a lost session are retried
 // after a growing back-off. A wait ends only with its task, its own context, or Logout.
 //
-// The loop starts with the first task wait and stops at close (Logout).
+// The same view holds the VMs whose properties are waited for (see vmwait.go): the filter
+// reports vmWaitProperties of the VirtualMachine objects in it, and the loop keeps their
+// latest values for the VM waits.
+//
+// The loop starts with the first wait and stops at close (Logout).
 type taskWaiter struct {
 	vc          *vim25.Client
 	callTimeout time.Duration
@@ -83,8 +87,19 @@ type taskWaiter struct {
 	// task to the view); cancelCall aborts the loop's request in flight.
 	rebuild    bool
 	cancelCall context.CancelFunc
-	// removals are the finished (or no longer waited for) tasks to take out of the view.
+	// removals are the finished (or no longer waited for) tasks, and the VMs no longer
+	// waited for, to take out of the view.
 	removals map[types.ManagedObjectReference]struct{}
+
+	// vms are the VMs in the view (or about to be added to it), by reference.
+	vms map[types.ManagedObjectReference]*vmWatch
+	// removing are the VMs whose removal from the view is in flight: the channel is closed
+	// when the call returned. A new wait for such a VM adds it only then, so that its
+	// addition cannot be undone by the removal.
+	removing map[types.ManagedObjectReference]chan struct{}
+	// verify are the VMs that left the view while waited for: the loop adds them again,
+	// which tells whether they still exist.
+	verify map[types.ManagedObjectReference]struct{}
 }
 
 // taskWait is one caller waiting for one task.
@@ -110,6 +125,9 @@ func newTaskWaiter(vc *vim25.Client, callTimeout time.Duration, generation func(
 		done:        make(chan struct{}),
 		waits:       make(map[types.ManagedObjectReference]*taskWait),
 		removals:    make(map[types.ManagedObjectReference]struct{}),
+		vms:         make(map[types.ManagedObjectReference]*vmWatch),
+		removing:    make(map[types.ManagedObjectReference]chan struct{}),
+		verify:      make(map[types.ManagedObjectReference]struct{}),
 	}
 }
 
@@ -133,13 +151,15 @@ func (w *taskWaiter) wait(ctx context.Context, ref types.ManagedObjectReference)
 	}
 	view, epoch := w.view, w.epoch
 	var removals []types.ManagedObjectReference
+	var removed chan struct{}
 	if view != nil {
-		removals = w.takeRemovalsLocked()
+		removals, removed = w.takeRemovalsLocked()
 	}
 	w.mu.Unlock()
 
 	if view != nil {
 		w.addToView(ctx, tw, *view, epoch, removals)
+		w.removalsDone(removals, removed)
 	}
 	select {
 	case r := <-tw.done:
@@ -197,19 +217,53 @@ func (w *taskWaiter) forget(tw *taskWait) {
 	}
 }
 
-func (w *taskWaiter) takeRemovalsLocked() []types.ManagedObjectReference {
+// takeRemovalsLocked takes the pending removals for one ModifyListView call, whose maker
+// then calls removalsDone. The VMs taken leave w.vms and are marked as being removed
+// until then.
+func (w *taskWaiter) takeRemovalsLocked() ([]types.ManagedObjectReference, chan struct{}) {
 	if len(w.removals) == 0 {
-		return nil
+		return nil, nil
 	}
 	refs := make([]types.ManagedObjectReference, 0, len(w.removals))
+	var done chan struct{}
 	for ref := range w.removals {
 		refs = append(refs, ref)
+		if ref.Type == vmType {
+			if done == nil {
+				done = make(chan struct{})
+			}
+			delete(w.vms, ref)
+			w.removing[ref] = done
+		}
 	}
 	clear(w.removals)
-	return refs
+	return refs, done
 }
 
+// removalsDone ends the removal of refs taken with done, made or not: VM waits may add
+// those VMs again.
+func (w *taskWaiter) removalsDone(refs []types.ManagedObjectReference, done chan struct{}) {
+	if done == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, ref := range refs {
+		if w.removing[ref] == done {
+			delete(w.removing, ref)
+		}
+	}
+	close(done)
+}
+
+// giveBackRemovals puts back removals a caller gave up making. Whether a VM among them
+// left the view is unknown: a VM wait may rely on it being in or out, so the view is
+// built again (rare: the caller's deadline expired during the call).
 func (w *taskWaiter) giveBackRemovals(epoch uint64, refs []types.ManagedObjectReference) {
+	if slices.ContainsFunc(refs, func(ref types.ManagedObjectReference) bool { return ref.Type == vmType }) {
+		w.requestRebuild(epoch)
+		return
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.epoch != epoch {
@@ -250,6 +304,9 @@ func (w *taskWaiter) close() {
 	for ref, tw := range w.waits {
 		delete(w.waits, ref)
 		tw.done <- taskResult{err: errClientClosed}
+	}
+	for _, vw := range w.vms {
+		vw.endAllLocked(errClientClosed)
 	}
 	w.mu.Unlock()
 	w.cancel()
@@ -339,7 +396,10 @@ func (w *taskWaiter) build() (*taskObjects, error) {
 				Skip: types.NewBool(false),
 			}},
 		}},
-		PropSet: []types.PropertySpec{{Type: "Task", PathSet: []string{"info"}}},
+		PropSet: []types.PropertySpec{
+			{Type: "Task", PathSet: []string{"info"}},
+			{Type: vmType, PathSet: vmWaitProperties},
+		},
 	}
 	var f *types.CreateFilterResponse
 	err = w.call(w.callTimeout, func(ctx context.Context) (err error) {
@@ -352,14 +412,22 @@ func (w *taskWaiter) build() (*taskObjects, error) {
 	}
 	objs.filter = f.Returnval
 
-	// From here on, task waits add themselves; those registered before are added now.
+	// From here on, waits add themselves; those registered before are added now.
 	w.mu.Lock()
 	w.epoch++
 	w.rebuild = false
 	w.view = &objs.view
 	clear(w.removals)
-	refs := make([]types.ManagedObjectReference, 0, len(w.waits))
+	clear(w.verify)
+	refs := make([]types.ManagedObjectReference, 0, len(w.waits)+len(w.vms))
 	for ref := range w.waits {
+		refs = append(refs, ref)
+	}
+	for ref, vw := range w.vms {
+		if len(vw.waits) == 0 {
+			delete(w.vms, ref) // not in the new view
+			continue
+		}
 		refs = append(refs, ref)
 	}
 	w.mu.Unlock()
@@ -374,36 +442,61 @@ func (w *taskWaiter) build() (*taskObjects, error) {
 	if err != nil {
 		w.invalidate()
 		w.discard(objs)
-		return nil, fmt.Errorf("add %d tasks to the task list view: %w", len(refs), err)
+		return nil, fmt.Errorf("add %d objects to the task list view: %w", len(refs), err)
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, ref := range res.Returnval {
-		if tw := w.waits[ref]; tw != nil {
-			delete(w.waits, ref)
-			tw.done <- taskResult{err: soap.WrapVimFault(&types.ManagedObjectNotFound{Obj: ref})}
-		}
-	}
+	w.unresolved(res.Returnval)
 	return objs, nil
 }
 
-// poll removes a full batch of finished tasks from the view, then long-polls the
-// collector. A nil set means no change within taskPollWait.
+// unresolved ends the waits of the objects vCenter could not add to the view: they do not
+// exist (any more).
+func (w *taskWaiter) unresolved(refs []types.ManagedObjectReference) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, ref := range refs {
+		err := soap.WrapVimFault(&types.ManagedObjectNotFound{Obj: ref})
+		if tw := w.waits[ref]; tw != nil {
+			delete(w.waits, ref)
+			tw.done <- taskResult{err: err}
+		}
+		if vw := w.vms[ref]; vw != nil {
+			vw.endAllLocked(err)
+			// Its values are no more: a later wait must find out again.
+			delete(w.vms, ref)
+			// vcsim lists unresolved objects in the view all the same.
+			w.removals[ref] = struct{}{}
+		}
+	}
+}
+
+// poll removes a full batch of finished tasks from the view and adds again the VMs to
+// verify, then long-polls the collector. A nil set means no change within taskPollWait.
 func (w *taskWaiter) poll(objs *taskObjects) (*types.UpdateSet, error) {
 	w.mu.Lock()
-	var removals []types.ManagedObjectReference
-	if len(w.removals) >= taskRemoveBatch {
-		removals = w.takeRemovalsLocked()
+	var removals, verify []types.ManagedObjectReference
+	var removed chan struct{}
+	for ref := range w.verify {
+		if vw := w.vms[ref]; vw != nil && len(vw.waits) > 0 {
+			verify = append(verify, ref)
+		}
+	}
+	clear(w.verify)
+	if len(w.removals) >= taskRemoveBatch || (len(verify) > 0 && len(w.removals) > 0) {
+		removals, removed = w.takeRemovalsLocked()
 	}
 	w.mu.Unlock()
-	if len(removals) > 0 {
-		err := w.call(w.callTimeout, func(ctx context.Context) error {
-			_, err := methods.ModifyListView(ctx, w.vc, &types.ModifyListView{This: objs.view, Remove: removals})
+	if len(removals) > 0 || len(verify) > 0 {
+		var res *types.ModifyListViewResponse
+		err := w.call(w.callTimeout, func(ctx context.Context) (err error) {
+			res, err = methods.ModifyListView(ctx, w.vc, &types.ModifyListView{This: objs.view, Add: verify, Remove: removals})
 			return err
 		})
+		w.removalsDone(removals, removed)
 		if err != nil {
-			return nil, fmt.Errorf("remove %d tasks from the task list view: %w", len(removals), err)
+			// The build that follows adds the VMs to verify along with every other.
+			return nil, fmt.Errorf("modify the task list view (%d removals, %d VMs to verify): %w", len(removals), len(verify), err)
 		}
+		w.unresolved(res.Returnval)
 	}
 	maxWait := int32(taskPollWait / time.Second)
 	var res *types.WaitForUpdatesExResponse
@@ -421,13 +514,17 @@ func (w *taskWaiter) poll(objs *taskObjects) (*types.UpdateSet, error) {
 	return res.Returnval, nil
 }
 
-// dispatch ends the waits of the tasks that finished, and marks for removal from the view
-// the tasks nobody waits for any more.
+// dispatch ends the waits of the tasks that finished and of the VMs whose condition holds,
+// and marks for removal from the view the tasks nobody waits for any more.
 func (w *taskWaiter) dispatch(set *types.UpdateSet) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, fs := range set.FilterSet {
 		for _, update := range fs.ObjectSet {
+			if update.Obj.Type == vmType {
+				w.dispatchVMLocked(update)
+				continue
+			}
 			if update.Obj.Type != "Task" || update.Kind == types.ObjectUpdateKindLeave {
 				continue
 			}
@@ -517,7 +614,7 @@ func (w *taskWaiter) rebuildRequested() bool {
 	return w.rebuild
 }
 
-// invalidate withdraws the view from task waits until the next build.
+// invalidate withdraws the view from waits until the next build.
 func (w *taskWaiter) invalidate() {
 	w.mu.Lock()
 	defer w.mu.Unlock()

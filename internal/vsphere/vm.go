@@ -12,7 +12,6 @@ import (
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/guest"
 	"github.com/vmware/govmomi/object"
-	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
@@ -168,6 +167,7 @@ func (c *Client) DestroyVirtualMachine(ctx context.Context, vm *object.VirtualMa
 	if _, err := c.runTask(ctx, c.taskContext, vm.Destroy); err != nil {
 		return fmt.Errorf("destroy virtual machine %q: %w", vmLabel(vm), markNotFound(err))
 	}
+	c.tasks.vmGone(vm.Reference())
 	return nil
 }
 
@@ -251,11 +251,11 @@ func (c *Client) ReconfigureVirtualMachine(ctx context.Context, vm *object.Virtu
 }
 
 // WaitForVirtualMachineShutdown waits until the VM is powered off, bounded by ctx and the
-// task timeout.
+// task timeout. It watches the VM through the client's shared waiter.
 func (c *Client) WaitForVirtualMachineShutdown(ctx context.Context, vm *object.VirtualMachine) error {
 	ctx, cancel := c.taskContext(ctx)
 	defer cancel()
-	if err := vm.WaitForPowerState(ctx, types.VirtualMachinePowerStatePoweredOff); err != nil {
+	if err := c.tasks.waitVM(ctx, vm.Reference(), poweredOff); err != nil {
 		return fmt.Errorf("wait for virtual machine %q to power off: %w", vmLabel(vm), markNotFound(err))
 	}
 	return nil
@@ -263,7 +263,8 @@ func (c *Client) WaitForVirtualMachineShutdown(ctx context.Context, vm *object.V
 
 // WaitForVirtualMachineIP waits until the guest reports IPAddress (in guest.ipAddress or on
 // any NIC) or, when IPAddress is nil or empty, any IPv4 address. Unlike govmomi's WaitForIP
-// it never waits forever: it is bounded by ctx and the task timeout.
+// it never waits forever: it is bounded by ctx and the task timeout. It watches the VM
+// through the client's shared waiter.
 func (c *Client) WaitForVirtualMachineIP(ctx context.Context, vm *object.VirtualMachine, IPAddress *string, vmName string) error {
 	want := ""
 	if IPAddress != nil {
@@ -274,25 +275,11 @@ func (c *Client) WaitForVirtualMachineIP(ctx context.Context, vm *object.Virtual
 	}
 	ctx, cancel := c.taskContext(ctx)
 	defer cancel()
-
-	var ipAddress string
-	var nics []types.GuestNicInfo
-	err := property.Wait(ctx, c.pc, vm.Reference(), []string{"guest.ipAddress", "guest.net"}, func(changes []types.PropertyChange) bool {
-		for _, change := range changes {
-			switch change.Name {
-			case "guest.ipAddress":
-				ipAddress, _ = change.Val.(string)
-			case "guest.net":
-				nics = guestNICs(change.Val)
-			}
-		}
-		return guestHasIP(want, ipAddress, nics)
-	})
-	if err != nil {
+	if err := c.tasks.waitVM(ctx, vm.Reference(), guestHasIPCondition(want)); err != nil {
 		if want == "" {
-			return fmt.Errorf("wait for an IPv4 address on virtual machine %q: %w", vmName, err)
+			return fmt.Errorf("wait for an IPv4 address on virtual machine %q: %w", vmName, markNotFound(err))
 		}
-		return fmt.Errorf("wait for IP %s on virtual machine %q: %w", want, vmName, err)
+		return fmt.Errorf("wait for IP %s on virtual machine %q: %w", want, vmName, markNotFound(err))
 	}
 	return nil
 }
@@ -329,19 +316,11 @@ func guestHasIP(want, ipAddress string, nics []types.GuestNicInfo) bool {
 
 // WaitForGuestOperationsReady waits until VMware Tools accept guest operations
 // (guest.guestOperationsReady), bounded by ctx and the task timeout. It is an addition to
-// the original's interface.
+// the original's interface. It watches the VM through the client's shared waiter.
 func (c *Client) WaitForGuestOperationsReady(ctx context.Context, vm *object.VirtualMachine) error {
 	ctx, cancel := c.taskContext(ctx)
 	defer cancel()
-	err := property.Wait(ctx, c.pc, vm.Reference(), []string{"guest.guestOperationsReady"}, func(changes []types.PropertyChange) bool {
-		for _, change := range changes {
-			if ready, ok := change.Val.(bool); ok && ready {
-				return true
-			}
-		}
-		return false
-	})
-	if err != nil {
+	if err := c.tasks.waitVM(ctx, vm.Reference(), guestOperationsReady); err != nil {
 		return fmt.Errorf("wait for guest operations on virtual machine %q: %w", vmLabel(vm), markNotFound(err))
 	}
 	return nil
