@@ -67,6 +67,9 @@ type Options struct {
 	TaskTimeout time.Duration
 	// LoginTimeout bounds the connection and login (default 10 s).
 	LoginTimeout time.Duration
+	// KeepAlive is how long the session may stay idle before the client sends a request of
+	// its own (default DefaultKeepAlive; negative turns it off).
+	KeepAlive time.Duration
 	// EventPageSize is the number of events LoadVirtualMachineEvents asks for (default 50,
 	// at most 1000). It is explicit because vCenter returns only 10 events otherwise.
 	EventPageSize int
@@ -81,6 +84,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.LoginTimeout <= 0 {
 		o.LoginTimeout = DefaultLoginTimeout
+	}
+	if o.KeepAlive == 0 {
+		o.KeepAlive = DefaultKeepAlive
 	}
 	if o.EventPageSize <= 0 {
 		o.EventPageSize = DefaultEventPageSize
@@ -97,6 +103,7 @@ type Client struct {
 	opts   Options
 	vc     *vim25.Client
 	relog  *reloginTripper
+	keep   *keepAlive // nil when off
 	finder *find.Finder
 	pc     *property.Collector
 	events *event.Manager
@@ -151,7 +158,9 @@ func Connect(ctx context.Context, opts Options) (*Client, error) {
 		plain := &vim25.Client{Client: sc, ServiceContent: vc.ServiceContent, RoundTripper: sc}
 		return session.NewManager(plain).Login(ctx, creds)
 	})
-	vc.RoundTripper = relog
+	act := &activity{next: relog, now: time.Now}
+	act.last.Store(time.Now().UnixNano())
+	vc.RoundTripper = act
 
 	c := &Client{
 		opts:   opts,
@@ -164,6 +173,12 @@ func Connect(ctx context.Context, opts Options) (*Client, error) {
 			gen, _ := relog.state()
 			return gen
 		}),
+	}
+	if opts.KeepAlive > 0 {
+		t := time.NewTicker(opts.KeepAlive)
+		c.keep = startKeepAlive(opts.KeepAlive, t.C, t.Stop,
+			func() time.Duration { return time.Since(act.lastRequest()) },
+			currentTime(vc, opts.CallTimeout))
 	}
 	if err := c.resolveInventory(ctx); err != nil {
 		// The inventory error is what the caller must see; a failed logout changes nothing
@@ -231,7 +246,11 @@ func inventoryError(kind, name string, err error) error {
 
 // Logout ends the vCenter session; the client must not be used afterwards.
 func (c *Client) Logout(ctx context.Context) error {
-	// The task waiter first: its loop must not outlive the session, nor revive it.
+	// The keep-alive and the task waiter first: their loops must not outlive the session,
+	// nor revive it.
+	if c.keep != nil {
+		c.keep.stop()
+	}
 	c.tasks.close()
 	c.relog.stop()
 	ctx, cancel := c.callContext(ctx)
