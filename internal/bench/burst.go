@@ -65,6 +65,7 @@ func (b *runner) runBurst(ctx context.Context) (*BurstResult, error) {
 
 	b.progress("burst: %d jobs at once", p.BurstJobs)
 	before := d.proxy.Snapshot()
+	simBefore := h.VCenter.Stats()
 	start = time.Now()
 	queueJobs(h, p.BurstJobs)
 	// A burst not over after burstTimeout (ten times the limit) is a figure too: the
@@ -73,6 +74,8 @@ func (b *runner) runBurst(ctx context.Context) (*BurstResult, error) {
 	res.Total = time.Since(start)
 	res.Launched = h.WorkersLaunched() - 1
 	res.Traffic = d.proxy.Snapshot().Sub(before)
+	sim := h.VCenter.Stats().Sub(simBefore)
+	res.SimBusy, res.SimLongPolls = sim.Busy, sim.LongPolls
 	if err != nil && (d.alive.Err() != nil || ctx.Err() != nil) {
 		return nil, fmt.Errorf("burst: %w", err)
 	}

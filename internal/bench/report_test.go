@@ -62,6 +62,30 @@ func TestBurstNotOverIsNotMetAndSaysHowFarItGot(t *testing.T) {
 	t.Fatal("no burst target")
 }
 
+// A slow burst with the simulated vCenter busy most of the time says so, with its figures,
+// rather than blaming the clone pipeline.
+func TestSlowBurstOnASaturatedSimulatorSaysSo(t *testing.T) {
+	for _, tc := range []struct {
+		busy time.Duration
+		want string
+	}{
+		{14 * time.Second, "busy 82.4% of the burst (14 s, of which 9 s in vcsim's WaitForUpdatesEx"},
+		{2 * time.Second, "the clones did not run back to back"},
+	} {
+		r := fullReport()
+		r.Burst.Total, r.Burst.SimBusy, r.Burst.SimLongPolls = 17*time.Second, tc.busy, 9*time.Second
+		var burst Target
+		for _, tg := range r.Targets() {
+			if tg.Name == "Burst" {
+				burst = tg
+			}
+		}
+		if burst.Status != NotMet || !strings.Contains(burst.Why, tc.want) {
+			t.Errorf("simulator busy %s: burst target %+v, want a why with %q", tc.busy, burst, tc.want)
+		}
+	}
+}
+
 func TestShortIdleWindowsAreShownButNotJudged(t *testing.T) {
 	r := fullReport()
 	r.Idle = []IdleWindow{{VMs: 5000, Window: 10 * time.Second, Traffic: Traffic{Calls: 50, ByMethod: map[string]int{"CreateContainerView": 50}}}}

@@ -220,7 +220,9 @@ func (e *Env) longPoll(w http.ResponseWriter, r *http.Request, body []byte, call
 			st, known := e.sim.polls[key]
 			if final || fault != nil || call.version == "" || !known || st.pending || st.gen != gen {
 				rec = newRecorder()
+				start := time.Now()
 				e.serveOnce(rec, r, body, call.method, fault)
+				e.sim.addStats(0, time.Since(start))
 				fault = nil
 				gen, ch = e.feed.state()
 				e.sim.polls[key] = pollState{gen: gen, pending: rec.truncated()}

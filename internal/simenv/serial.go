@@ -3,6 +3,7 @@ package simenv
 import (
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/mo"
@@ -31,6 +32,38 @@ type serializer struct {
 
 	afterMu sync.Mutex
 	after   []func()
+
+	statsMu sync.Mutex
+	stats   Stats
+}
+
+// Stats tells how much the simulator worked, for load measurements: since it serves one
+// piece of work at a time, Busy over the wall time of a run is how saturated it was.
+type Stats struct {
+	// Busy is the time the simulator was held (the work and its tasks).
+	Busy time.Duration
+	// LongPolls is the part of Busy spent in vcsim's WaitForUpdatesEx, which waits at
+	// least 20 ms per call with the simulator held and re-evaluates the collector's filters
+	// for every change of any object since its last call.
+	LongPolls time.Duration
+}
+
+// Sub is the work done between two readings.
+func (s Stats) Sub(before Stats) Stats {
+	return Stats{Busy: s.Busy - before.Busy, LongPolls: s.LongPolls - before.LongPolls}
+}
+
+func (s *serializer) addStats(busy, longPoll time.Duration) {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	s.stats.Busy += busy
+	s.stats.LongPolls += longPoll
+}
+
+func (s *serializer) readStats() Stats {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	return s.stats
 }
 
 func newSerializer(reg *simulator.Registry, tasks *taskTracker, closing <-chan struct{}) *serializer {
@@ -55,8 +88,10 @@ func (s *serializer) doUrgent(f func()) {
 
 func (s *serializer) run(urgent bool, f func()) {
 	s.acquire(urgent)
+	start := time.Now()
 	f()
 	s.tasks.settle(s.reg, s.closing)
+	s.addStats(time.Since(start), 0)
 	s.afterMu.Lock()
 	after := s.after
 	s.after = nil

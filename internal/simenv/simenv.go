@@ -465,6 +465,9 @@ func (e *Env) vm(ctx context.Context, name string) (*object.VirtualMachine, erro
 	return vm, nil
 }
 
+// Stats returns how much the simulator has worked since it started.
+func (e *Env) Stats() Stats { return e.sim.readStats() }
+
 // ErrVMNotFound is returned for a VM name the inventory does not have.
 var ErrVMNotFound = errors.New("not found")
 

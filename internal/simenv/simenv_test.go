@@ -565,3 +565,23 @@ func TestCloneOnAnUnknownNetworkIsRefused(t *testing.T) {
 		t.Error("a refused clone left a VM")
 	}
 }
+
+// Stats grow with the work the simulator does, long polls apart.
+func TestStatsCountTheSimulatorsWork(t *testing.T) {
+	w := newWorld(t, Options{})
+	before := w.env.Stats()
+	vm := w.mustClone(t, "busy", "", "")
+	afterClone := w.env.Stats().Sub(before)
+	if afterClone.Busy <= 0 {
+		t.Errorf("a clone left Busy at %s", afterClone.Busy)
+	}
+	if err := property.Wait(t.Context(), property.DefaultCollector(w.client.Client), vm.Reference(), []string{"runtime.powerState"}, func(pc []types.PropertyChange) bool {
+		return len(pc) > 0
+	}); err != nil {
+		t.Fatal(err)
+	}
+	afterWait := w.env.Stats().Sub(before)
+	if afterWait.LongPolls <= 0 || afterWait.LongPolls > afterWait.Busy {
+		t.Errorf("after a property wait: long polls %s of busy %s, want a positive part", afterWait.LongPolls, afterWait.Busy)
+	}
+}
