@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hatchery-vsphere/hatchery-vsphere/internal/cds"
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/cdssim"
 )
 
@@ -75,6 +76,7 @@ func TestV2JobRunsInAClonedVMThatIsDeletedAfterwards(t *testing.T) {
 	}
 	checkNoProblems(t, h)
 	checkOperatorViews(t, "http://"+d.addr)
+	checkProviderRoutines(t, "http://"+d.addr)
 	if err := d.stop(); err != nil {
 		t.Fatalf("Run after cancel = %v", err)
 	}
@@ -180,5 +182,26 @@ func TestV1JobRegistersItsModelThenRunsInAVMThatIsDeletedAfterwards(t *testing.T
 	checkNoProblems(t, h)
 	if err := d.stop(); err != nil {
 		t.Fatalf("Run after cancel = %v", err)
+	}
+}
+
+// checkProviderRoutines checks that the status lists the provider's loops first among the
+// goroutine lines, running, as the original does.
+func checkProviderRoutines(t *testing.T, base string) {
+	t.Helper()
+	code, _, body := get(t, base+"/mon/status")
+	var status cds.MonitoringStatus
+	if err := json.Unmarshal(body, &status); code != http.StatusOK || err != nil {
+		t.Fatalf("/mon/status = %d %s (%v)", code, body, err)
+	}
+	var routines []string
+	for _, l := range status.Lines {
+		if name, ok := strings.CutPrefix(l.Component, "goroutine/"); ok {
+			routines = append(routines, name+"="+l.Value)
+		}
+	}
+	want := []string{"hatchery-vsphere-kill-awol-servers=Running", "hatchery-vsphere-kill-disable-workers=Running"}
+	if len(routines) < 3 || !slices.Equal(routines[:2], want) || routines[len(routines)-1] != "mainRoutine=Running" {
+		t.Errorf("goroutine lines %v: want %v first and mainRoutine last", routines, want)
 	}
 }

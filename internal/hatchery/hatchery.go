@@ -322,6 +322,13 @@ func (h *Hatchery) Run(ctx context.Context) error {
 	h.stopCh = gctx.Done()
 	var starters errgroup.Group
 
+	if n, ok := h.provider.(GoroutineNamer); ok {
+		// Declared running now, in their order, like the framework's own goroutines: they
+		// start with the provider's Run right below, which reports them stopped if they end.
+		for _, name := range n.GoroutineNames() {
+			h.routines.Set(name, true)
+		}
+	}
 	g.Go(func() error {
 		if err := h.provider.Run(gctx, h); err != nil && gctx.Err() == nil {
 			return fmt.Errorf("provider: %w", err)
@@ -362,6 +369,9 @@ func (h *Hatchery) Run(ctx context.Context) error {
 	h.drain(ctx, &starters, cancelSpawns)
 	return err
 }
+
+// SetGoroutine implements Services.
+func (h *Hatchery) SetGoroutine(name string, running bool) { h.routines.Set(name, running) }
 
 // goTracked runs fn in g and reports it Running / NOT running in the status lines.
 func (h *Hatchery) goTracked(g *errgroup.Group, ctx context.Context, name string, fn func(context.Context) error) {

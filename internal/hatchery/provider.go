@@ -76,6 +76,15 @@ type Services interface {
 	// hatchery (v1: Waiting and booked by it; v2: Scheduling). A job the API no longer has
 	// does not; an API failure is an error.
 	JobAwaitsWorker(ctx context.Context, jobID, region string) (bool, error)
+	// SetGoroutine reports one of the provider's loops running or stopped, for its
+	// goroutine/<name> status line (names declared by GoroutineNamer).
+	SetGoroutine(name string, running bool)
+}
+
+// GoroutineNamer is implemented by a provider whose Run starts long-lived loops: their
+// names, declared before Run so that their status lines come first, in this order.
+type GoroutineNamer interface {
+	GoroutineNames() []string
 }
 
 // PoolWorker is one entry of the worker pool: a registered worker or a started VM not yet

@@ -158,6 +158,43 @@ func (o *Orchestrator) setServices(svc hatchery.Services) {
 	o.svc = svc
 }
 
+// Names of the provider's loops in the goroutine/<name> status lines, as the original
+// reports them (protocol spec §4.2). One cleanup loop runs both passes, so it answers for
+// the two names.
+const (
+	routineProvisioning = "hatchery-vsphere-provisioning"
+	routineKillAwol     = "hatchery-vsphere-kill-awol-servers"
+	routineKillDisabled = "hatchery-vsphere-kill-disable-workers"
+	routineMetrics      = "hatchery-vsphere-metrics"
+)
+
+// GoroutineNames implements hatchery.GoroutineNamer: the loops Run starts, in the
+// original's order.
+func (o *Orchestrator) GoroutineNames() []string {
+	var names []string
+	if len(o.cfg.WorkerProvisioning) > 0 {
+		names = append(names, routineProvisioning)
+	}
+	names = append(names, routineKillAwol, routineKillDisabled)
+	if o.metricsPeriod > 0 {
+		names = append(names, routineMetrics)
+	}
+	return names
+}
+
+// tracked runs loop reported as running under names until it returns.
+func tracked(svc hatchery.Services, loop func(), names ...string) {
+	for _, n := range names {
+		svc.SetGoroutine(n, true)
+	}
+	defer func() {
+		for _, n := range names {
+			svc.SetGoroutine(n, false)
+		}
+	}()
+	loop()
+}
+
 // Run runs the background loops until ctx is done: the cleanup loop (AWOL VMs, provisioned
 // VMs, then disabled workers, every killAwolServersInterval); when workerProvisioning is
 // configured, the provisioning loop (every workerProvisioningInterval, skipped while the
@@ -174,31 +211,13 @@ func (o *Orchestrator) Run(ctx context.Context, svc hatchery.Services) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		o.loop(ctx, "vsphere-cleanup", o.timings.Cleanup, func(ctx context.Context) error {
-			var errs []error
-			if err := o.killAwolServers(ctx, svc); err != nil {
-				errs = append(errs, fmt.Errorf("cleanup of AWOL VMs: %w", err))
-			}
-			if err := o.killDisabledWorkers(ctx, svc); err != nil {
-				errs = append(errs, fmt.Errorf("cleanup of disabled workers: %w", err))
-			}
-			return errors.Join(errs...)
-		})
+		tracked(svc, func() { o.cleanupLoop(ctx, svc) }, routineKillAwol, routineKillDisabled)
 	}()
 	if len(o.cfg.WorkerProvisioning) > 0 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			o.loop(ctx, "vsphere-provisioning", o.cfg.ProvisioningInterval(), func(ctx context.Context) error {
-				if ok, reason := o.breaker.Accepting(); !ok {
-					o.log.Info(ctx, "provisioning skipped: vCenter %s", reason)
-					return nil
-				}
-				if err := o.provisionPass(ctx, svc); err != nil {
-					return fmt.Errorf("provisioning: %w", err)
-				}
-				return nil
-			})
+			tracked(svc, func() { o.provisioningLoop(ctx, svc) }, routineProvisioning)
 		}()
 	}
 	if o.breaker.Enabled() {
@@ -225,12 +244,41 @@ func (o *Orchestrator) Run(ctx context.Context, svc hatchery.Services) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				metrics.Run(ctx, o.metricsPeriod)
+				tracked(svc, func() { metrics.Run(ctx, o.metricsPeriod) }, routineMetrics)
 			}()
 		}
 	}
 	wg.Wait()
 	return nil
+}
+
+// cleanupLoop runs the AWOL and disabled-worker passes every killAwolServersInterval.
+func (o *Orchestrator) cleanupLoop(ctx context.Context, svc hatchery.Services) {
+	o.loop(ctx, "vsphere-cleanup", o.timings.Cleanup, func(ctx context.Context) error {
+		var errs []error
+		if err := o.killAwolServers(ctx, svc); err != nil {
+			errs = append(errs, fmt.Errorf("cleanup of AWOL VMs: %w", err))
+		}
+		if err := o.killDisabledWorkers(ctx, svc); err != nil {
+			errs = append(errs, fmt.Errorf("cleanup of disabled workers: %w", err))
+		}
+		return errors.Join(errs...)
+	})
+}
+
+// provisioningLoop tops the provisioning pools up every workerProvisioningInterval, except
+// while the vCenter circuit is open.
+func (o *Orchestrator) provisioningLoop(ctx context.Context, svc hatchery.Services) {
+	o.loop(ctx, "vsphere-provisioning", o.cfg.ProvisioningInterval(), func(ctx context.Context) error {
+		if ok, reason := o.breaker.Accepting(); !ok {
+			o.log.Info(ctx, "provisioning skipped: vCenter %s", reason)
+			return nil
+		}
+		if err := o.provisionPass(ctx, svc); err != nil {
+			return fmt.Errorf("provisioning: %w", err)
+		}
+		return nil
+	})
 }
 
 // loop runs pass at every tick until ctx is done. Each pass gets a deadline of a few

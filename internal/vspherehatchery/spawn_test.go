@@ -39,6 +39,7 @@ type fakeServices struct {
 	awaits        map[string]bool
 	asked         []string // jobs JobAwaitsWorker was asked about
 	awaitsErr     error
+	routines      map[string]bool // goroutine status by name
 }
 
 func (f *fakeServices) HatcheryName() string { return "h" }
@@ -81,6 +82,15 @@ func (f *fakeServices) SendJobInfo(_ context.Context, region, jobID, level, mess
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.infos = append(f.infos, level+" "+region+" "+jobID+": "+message)
+}
+
+func (f *fakeServices) SetGoroutine(name string, running bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.routines == nil {
+		f.routines = map[string]bool{}
+	}
+	f.routines[name] = running
 }
 
 // JobAwaitsWorker answers from awaits (by job ID); a job not listed still waits for its
