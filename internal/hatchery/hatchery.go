@@ -150,20 +150,22 @@ const (
 // Hatchery is the scheduling framework. Build it with New, run it with Run. It implements
 // Services for the provider.
 type Hatchery struct {
-	cfg       config.CommonConfiguration
-	v1        V1API
-	v2        V2API
-	provider  Provider
-	key       *rsa.PrivateKey
-	log       *log.Logger
-	now       func() time.Time
-	hostname  string
-	version   string
-	iv        Intervals
-	tick      TickFunc
-	metrics   metricsRecorder
-	routines  *GoroutineTracker
-	pending   *pendingSet
+	cfg      config.CommonConfiguration
+	v1       V1API
+	v2       V2API
+	provider Provider
+	key      *rsa.PrivateKey
+	log      *log.Logger
+	now      func() time.Time
+	hostname string
+	version  string
+	iv       Intervals
+	tick     TickFunc
+	metrics  metricsRecorder
+	routines *GoroutineTracker
+	pending  *pendingSet
+	// spawning holds the workers admitted and not spawned yet (checkCapacities).
+	spawning  *spawningSet
 	attempts  *attemptCounter
 	models    *modelCache
 	provLimit int // P of §11.2: maxConcurrentProvisioning, < 1 → 10
@@ -250,6 +252,7 @@ func New(opts Options) (*Hatchery, error) {
 		h.routines = NewGoroutineTracker()
 	}
 	h.pending = newPendingSet(h.now)
+	h.spawning = newSpawningSet()
 	h.booked = newBookedJobs()
 	h.extraStatus = opts.ExtraStatus
 	h.attempts = newAttemptCounter(h.now)

@@ -30,6 +30,9 @@ type spawnRequest struct {
 	deprecated   bool
 	// seen is when the job's handling began, for the job-to-launch metric.
 	seen time.Time
+	// workerName is drawn when a job is admitted: the worker counts against maxWorker from
+	// then on, before its VM exists (spawningSet).
+	workerName string
 }
 
 // handleV1Job is §9: fetch the job, check it is waiting and not booked, check capacity,
@@ -129,12 +132,15 @@ func (h *Hatchery) failV1Job(ctx context.Context, id int64, max int) {
 func (h *Hatchery) pushSpawn(ctx context.Context, req spawnRequest) bool {
 	if !req.registerOnly {
 		h.pending.keep(req.jobID)
+		req.workerName = GenerateWorkerName("")
+		h.spawning.add(req.workerName)
 	}
 	select {
 	case h.starterCh <- req:
 		h.metrics.inc(ctx, mJobsProcessed)
 		return true
 	case <-ctx.Done():
+		h.spawning.remove(req.workerName)
 		return false
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/hatchery-vsphere/hatchery-vsphere/internal/cds"
 )
@@ -98,8 +99,18 @@ func (h *Hatchery) checkCapacities(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if mw := h.cfg.Provision.MaxWorker; mw > 0 && len(pool) >= mw {
-		return fmt.Errorf("%w: %d workers, maxWorker %d", errNoCapacity, len(pool), mw)
+	if mw := h.cfg.Provision.MaxWorker; mw > 0 {
+		// The jobs admitted whose VM is not listed yet count too: the original counted
+		// only the pool, and a burst admitted more workers than maxWorker while their
+		// clones were running.
+		names := make(map[string]struct{}, len(pool))
+		for _, w := range pool {
+			names[w.Name] = struct{}{}
+		}
+		admitted := h.spawning.countNotIn(names)
+		if n := len(pool) + admitted; n >= mw {
+			return fmt.Errorf("%w: %d workers (%d of them admitted, VM not listed yet), maxWorker %d", errNoCapacity, n, admitted, mw)
+		}
 	}
 	nbPending := 0
 	for _, w := range pool {
@@ -114,4 +125,38 @@ func (h *Hatchery) checkCapacities(ctx context.Context) error {
 		return fmt.Errorf("%w: %d workers starting, maxConcurrentProvisioning %d", errNoCapacity, n, h.provLimit)
 	}
 	return nil
+}
+
+// spawningSet holds the names of the workers admitted by the main loop whose spawn has not
+// returned yet: until their VM is listed, the pool does not count them.
+type spawningSet struct {
+	mu    sync.Mutex
+	names map[string]struct{}
+}
+
+func newSpawningSet() *spawningSet { return &spawningSet{names: map[string]struct{}{}} }
+
+func (s *spawningSet) add(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.names[name] = struct{}{}
+}
+
+func (s *spawningSet) remove(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.names, name)
+}
+
+// countNotIn counts the admitted workers absent from listed.
+func (s *spawningSet) countNotIn(listed map[string]struct{}) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for name := range s.names {
+		if _, ok := listed[name]; !ok {
+			n++
+		}
+	}
+	return n
 }

@@ -151,6 +151,39 @@ func TestMaxWorkerReachedBlocks(t *testing.T) {
 	}
 }
 
+// A job admitted counts against maxWorker before its VM exists: a burst must not admit more
+// workers than maxWorker while the first clones run.
+func TestAdmittedJobsCountAgainstMaxWorkerBeforeTheirVMExists(t *testing.T) {
+	e := newSchedEnv(t, func(c *config.CommonConfiguration) { c.Provision.MaxWorker = 2 }, withoutV1())
+	e.prov.started = []string{"a"}
+	const second = "5c1e2d3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
+	for _, id := range []string{schedUUID, second} {
+		e.v2.jobs[id] = v2Info(id)
+		e.h.pending.add(id)
+	}
+	ctx := context.Background()
+	e.h.handleV2Job(ctx, schedUUID)
+	first, ok := e.takeRequest(t)
+	if !ok {
+		t.Fatal("first job not admitted with 1 of 2 workers")
+	}
+	e.h.handleV2Job(ctx, second)
+	if _, ok := e.takeRequest(t); ok {
+		t.Fatal("second job admitted while the first one's VM is being made: 3 workers for maxWorker 2")
+	}
+	// Its VM listed, the first worker counts once, not twice.
+	e.prov.started = append(e.prov.started, first.workerName)
+	if err := e.h.checkCapacities(ctx); err == nil || !strings.Contains(err.Error(), "2 workers (0 of them admitted") {
+		t.Errorf("capacity with the admitted worker's VM listed: %v", err)
+	}
+	// A spawn that ends (here: fails) frees its place.
+	e.prov.started = []string{"a"}
+	e.h.spawnForJob(ctx, first)
+	if err := e.h.checkCapacities(ctx); err != nil {
+		t.Errorf("capacity after the admitted spawn ended: %v", err)
+	}
+}
+
 func TestMaxWorkerZeroIsUnlimited(t *testing.T) {
 	e := newSchedEnv(t, func(c *config.CommonConfiguration) { c.Provision.MaxWorker = 0 }, withoutV1())
 	// 5 registered busy workers and 5 started VMs: no count limit, fewer than 10 pending.

@@ -48,6 +48,7 @@ func (h *Hatchery) dropRequest(req spawnRequest) {
 		return
 	}
 	h.pending.remove(req.jobID)
+	h.spawning.remove(req.workerName)
 }
 
 func isClosed(ch <-chan struct{}) bool {
@@ -81,6 +82,11 @@ func (h *Hatchery) tryStartSlot(limit int64) bool {
 // the user and release the job. The job leaves the pending set when this returns.
 func (h *Hatchery) spawnForJob(ctx context.Context, req spawnRequest) {
 	defer h.pending.remove(req.jobID)
+	if req.workerName == "" {
+		req.workerName = GenerateWorkerName("")
+	}
+	// Once this returns the worker's VM is listed (a successful spawn) or gone.
+	defer h.spawning.remove(req.workerName)
 	ctx = context.WithValue(ctx, fieldJobID, req.jobID)
 	if !h.tryStartSlot(int64(h.provLimit)) {
 		h.log.Debug(ctx, "too many workers starting, giving up job %s", req.jobID)
@@ -101,7 +107,7 @@ func (h *Hatchery) spawnForJob(ctx context.Context, req spawnRequest) {
 	}
 
 	isV2 := cds.IsUUID(req.jobID)
-	workerName := GenerateWorkerName("")
+	workerName := req.workerName
 	modelName := req.model.Name()
 	ctx = context.WithValue(context.WithValue(ctx, fieldWorker, workerName), fieldModel, modelName)
 	region := req.region
