@@ -37,6 +37,10 @@ var errClientClosed = errors.New("vsphere client logged out")
 // property collector, instead of the collector, filter and long poll govmomi's
 // Task.WaitForResult creates and destroys for each task (five round trips per task).
 //
+// A wait first reads the task's info once (RetrievePropertiesEx on the session's default,
+// stateless collector): a task that already ended, as short tasks often have by the time
+// their creating call returned, costs that one call and nothing below.
+//
 // The collector has one filter, created once, over a ListView holding the tasks waited
 // for; it reports their "info" property. A task wait adds its task to the view
 // (ModifyListView: one call, made by the waiting goroutine), then receives the task's
@@ -133,7 +137,21 @@ func newTaskWaiter(vc *vim25.Client, callTimeout time.Duration, generation func(
 
 // wait returns the info of the task ref once it succeeded, or the task's fault (as
 // govmomi's task.Error, like Task.WaitForResult) once it failed, or ctx's error.
+//
+// A task that already ended (short tasks often end within the round trip of the call
+// that created them) is read once and costs no view change nor long poll; the others are
+// waited for through the loop.
 func (w *taskWaiter) wait(ctx context.Context, ref types.ManagedObjectReference) (*types.TaskInfo, error) {
+	if w.isClosed() {
+		return nil, errClientClosed
+	}
+	if r, ended := w.peekTask(ctx, ref); ended {
+		return r.info, r.err
+	}
+	if err := ctx.Err(); err != nil {
+		// The caller gave up during the read: registering would only end the same way.
+		return nil, err
+	}
 	tw := &taskWait{ref: ref, done: make(chan taskResult, 1)}
 	w.mu.Lock()
 	if w.closed {
@@ -175,6 +193,65 @@ func (w *taskWaiter) wait(ctx context.Context, ref types.ManagedObjectReference)
 		}
 		return nil, ctx.Err()
 	}
+}
+
+// peekTask reads the info of the task ref once, outside the loop, and returns the
+// result the loop would deliver if the task already ended. ended is false while the task
+// is queued or running, and also when the read failed: the loop then handles the wait,
+// including a lost session or a task vCenter does not know, as for any other.
+func (w *taskWaiter) peekTask(ctx context.Context, ref types.ManagedObjectReference) (r taskResult, ended bool) {
+	props, ok := w.peek(ctx, ref, []string{"info"})
+	if !ok {
+		return taskResult{}, false
+	}
+	var info *types.TaskInfo
+	for _, p := range props {
+		if ti, isInfo := p.Val.(types.TaskInfo); isInfo && p.Name == "info" {
+			info = &ti
+		}
+	}
+	if info == nil {
+		return taskResult{}, false
+	}
+	switch info.State {
+	case types.TaskInfoStateSuccess:
+		return taskResult{info: info}, true
+	case types.TaskInfoStateError:
+		return taskResult{info: info, err: taskError(info)}, true
+	}
+	return taskResult{}, false
+}
+
+// peek reads props of ref with one RetrievePropertiesEx on the session's default property
+// collector, which is stateless: no collector, view or filter to create or destroy. ok is
+// false when the read failed or vCenter could not read every property (the object is
+// gone, or a property is not readable): the caller then falls back to the loop.
+func (w *taskWaiter) peek(ctx context.Context, ref types.ManagedObjectReference, props []string) (_ []types.DynamicProperty, ok bool) {
+	cctx, cancel := context.WithTimeout(ctx, w.callTimeout)
+	defer cancel()
+	res, err := methods.RetrievePropertiesEx(cctx, w.vc, &types.RetrievePropertiesEx{
+		This: w.vc.ServiceContent.PropertyCollector,
+		SpecSet: []types.PropertyFilterSpec{{
+			PropSet:   []types.PropertySpec{{Type: ref.Type, PathSet: props}},
+			ObjectSet: []types.ObjectSpec{{Obj: ref}},
+		}},
+	})
+	if err != nil || res.Returnval == nil {
+		return nil, false
+	}
+	for _, oc := range res.Returnval.Objects {
+		if oc.Obj == ref {
+			return oc.PropSet, len(oc.MissingSet) == 0
+		}
+	}
+	return nil, false
+}
+
+// isClosed tells whether close was called: a closed waiter makes no call any more.
+func (w *taskWaiter) isClosed() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.closed
 }
 
 // addToView puts the task of tw in view, taking the removals out of it in the same call.
@@ -401,18 +478,10 @@ func (w *taskWaiter) build() (*taskObjects, error) {
 			{Type: vmType, PathSet: vmWaitProperties},
 		},
 	}
-	var f *types.CreateFilterResponse
-	err = w.call(w.callTimeout, func(ctx context.Context) (err error) {
-		f, err = methods.CreateFilter(ctx, w.vc, &types.CreateFilter{This: objs.collector, Spec: spec})
-		return err
-	})
-	if err != nil {
-		w.discard(objs)
-		return nil, fmt.Errorf("create task filter: %w", err)
-	}
-	objs.filter = f.Returnval
-
-	// From here on, waits add themselves; those registered before are added now.
+	// From here on, waits add themselves; those registered before are added now. The view
+	// is filled before the filter exists: vcsim resynchronises a filter over a list view
+	// changed before its first long poll only at a later batch of changes, and drops the
+	// departures (a VM destroyed by someone else) reported in that batch.
 	w.mu.Lock()
 	w.epoch++
 	w.rebuild = false
@@ -431,20 +500,31 @@ func (w *taskWaiter) build() (*taskObjects, error) {
 		refs = append(refs, ref)
 	}
 	w.mu.Unlock()
-	if len(refs) == 0 {
-		return objs, nil
+	if len(refs) > 0 {
+		var res *types.ModifyListViewResponse
+		err = w.call(w.callTimeout, func(ctx context.Context) (err error) {
+			res, err = methods.ModifyListView(ctx, w.vc, &types.ModifyListView{This: objs.view, Add: refs})
+			return err
+		})
+		if err != nil {
+			w.invalidate()
+			w.discard(objs)
+			return nil, fmt.Errorf("add %d objects to the task list view: %w", len(refs), err)
+		}
+		w.unresolved(res.Returnval)
 	}
-	var res *types.ModifyListViewResponse
+
+	var f *types.CreateFilterResponse
 	err = w.call(w.callTimeout, func(ctx context.Context) (err error) {
-		res, err = methods.ModifyListView(ctx, w.vc, &types.ModifyListView{This: objs.view, Add: refs})
+		f, err = methods.CreateFilter(ctx, w.vc, &types.CreateFilter{This: objs.collector, Spec: spec})
 		return err
 	})
 	if err != nil {
 		w.invalidate()
 		w.discard(objs)
-		return nil, fmt.Errorf("add %d objects to the task list view: %w", len(refs), err)
+		return nil, fmt.Errorf("create task filter: %w", err)
 	}
-	w.unresolved(res.Returnval)
+	objs.filter = f.Returnval
 	return objs, nil
 }
 

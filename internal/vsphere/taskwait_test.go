@@ -142,7 +142,7 @@ type callCounts map[string]int
 
 var countedMethods = []string{
 	"CreatePropertyCollector", "DestroyPropertyCollector", "CreateFilter", "DestroyPropertyFilter",
-	"CreateListView", "ModifyListView", "DestroyView", "WaitForUpdatesEx",
+	"CreateListView", "ModifyListView", "DestroyView", "WaitForUpdatesEx", "RetrievePropertiesEx",
 }
 
 func snapshotCalls(env *simenv.Env) callCounts {
@@ -183,8 +183,28 @@ func TestSequentialTaskWaitsShareOneCollector(t *testing.T) {
 		}
 	}
 
-	const tasks = 1 + 2*cycles // the clone and the power operations
+	// Those tasks may end before their wait begins, and then cost no loop at all.
+	tasks := 1 + 2*cycles // the clone and the power operations
 	d := snapshotCalls(env).since(before)
+	t.Logf("%d task waits: %v", tasks, d)
+	if d["CreatePropertyCollector"] > 1 || d["CreateFilter"] > 1 || d["CreateListView"] > 1 {
+		t.Errorf("set-up calls = %v, want at most one collector, one filter, one view for all tasks", d)
+	}
+
+	// Tasks still running when their wait begins all go through the one loop.
+	admin := newTaskAdmin(t, env, c)
+	for i := range cycles {
+		ref := admin.create(t)
+		got := startWait(t, c, ref)
+		waitInView(t, c, ref)
+		want := fmt.Sprintf("run %d", i)
+		admin.finish(t, ref, want, nil)
+		if out := <-got; out.err != nil || out.info.Result != want {
+			t.Fatalf("task %d: %+v, %v", i, out.info, out.err)
+		}
+	}
+	tasks += cycles
+	d = snapshotCalls(env).since(before)
 	t.Logf("%d task waits: %v", tasks, d)
 	if d["CreatePropertyCollector"] != 1 || d["CreateFilter"] != 1 || d["CreateListView"] != 1 {
 		t.Errorf("set-up calls = %v, want one collector, one filter, one view for all tasks", d)
@@ -199,6 +219,37 @@ func TestSequentialTaskWaitsShareOneCollector(t *testing.T) {
 	}
 	if d["WaitForUpdatesEx"] > 2*tasks+2 {
 		t.Errorf("%d long polls for %d task waits, want at most 2 per task", d["WaitForUpdatesEx"], tasks)
+	}
+}
+
+func TestTaskEndedBeforeItsWaitCostsOneRead(t *testing.T) {
+	env, c := newEnv(t)
+	ctx := t.Context()
+	admin := newTaskAdmin(t, env, c)
+	done, failed := admin.create(t), admin.create(t)
+	admin.finish(t, done, "done", nil)
+	admin.finish(t, failed, "", &types.NotEnoughLicenses{})
+	before := snapshotCalls(env)
+
+	info, err := c.tasks.wait(ctx, done)
+	if err != nil || info == nil || info.State != types.TaskInfoStateSuccess || info.Result != "done" {
+		t.Fatalf("wait for a task that succeeded before = %+v, %v; want its info", info, err)
+	}
+	info, err = c.tasks.wait(ctx, failed)
+	if !fault.Is(err, &types.NotEnoughLicenses{}) || info == nil || info.State != types.TaskInfoStateError {
+		t.Fatalf("wait for a task that failed before = %+v, %v; want the error state and its fault", info, err)
+	}
+	var taskErr task.Error
+	if !errors.As(err, &taskErr) {
+		t.Errorf("err = %v (%T), want a task.Error like the loop's", err, err)
+	}
+
+	d := snapshotCalls(env).since(before)
+	if d["RetrievePropertiesEx"] != 2 {
+		t.Errorf("%d property reads for 2 ended tasks, want one each", d["RetrievePropertiesEx"])
+	}
+	if d["CreatePropertyCollector"] != 0 || d["ModifyListView"] != 0 || d["WaitForUpdatesEx"] != 0 {
+		t.Errorf("calls = %v, want no collector, no view change, no long poll", d)
 	}
 }
 
@@ -277,8 +328,9 @@ func TestConcurrentClonesAndPowerOpsThroughTheSharedWaiter(t *testing.T) {
 
 	d := snapshotCalls(env).since(before)
 	t.Logf("%d task waits: %v", 3*n, d)
-	if d["CreatePropertyCollector"] != 1 {
-		t.Errorf("%d property collectors created, want 1", d["CreatePropertyCollector"])
+	// Tasks that ended before their wait began cost no loop at all.
+	if d["CreatePropertyCollector"] > 1 {
+		t.Errorf("%d property collectors created, want at most 1", d["CreatePropertyCollector"])
 	}
 	if d["ModifyListView"] > 2*3*n {
 		t.Errorf("%d dedicated calls for %d task waits, want at most 2 per task", d["ModifyListView"], 3*n)
@@ -417,6 +469,7 @@ func TestFailedAdditionRebuildsTheWaiter(t *testing.T) {
 	admin := newTaskAdmin(t, env, c)
 	first := admin.create(t)
 	got := startWait(t, c, first)
+	waitInView(t, c, first)
 	admin.finish(t, first, "first", nil)
 	if out := <-got; out.err != nil {
 		t.Fatalf("first task: %v", out.err)
@@ -427,6 +480,8 @@ func TestFailedAdditionRebuildsTheWaiter(t *testing.T) {
 	env.AddFault("ModifyListView", &types.SystemError{Reason: "injected"}, 1)
 	second := admin.create(t)
 	got = startWait(t, c, second)
+	// In the view the loop built again: the wait is past its read of the running task.
+	waitInView(t, c, second)
 	admin.finish(t, second, "second", nil)
 	if out := <-got; out.err != nil || out.info.Result != "second" {
 		t.Fatalf("task whose addition failed: %+v, %v", out.info, out.err)

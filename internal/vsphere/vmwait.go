@@ -69,7 +69,25 @@ func (vw *vmWatch) checkLocked() {
 // error wrapping a ManagedObjectNotFound fault if the VM does not exist or vanishes, or
 // with ctx's error. A condition that already holds ends the wait at once. Several waits
 // may watch the same VM.
+//
+// Waits are often for a condition that already holds (a guest already ready): unless the
+// loop already follows the VM, its values are read once first, and a condition that holds
+// costs no view change nor long poll. Otherwise the VM enters the view, which reports its
+// values again: nothing that changed since the read is lost.
 func (w *taskWaiter) waitVM(ctx context.Context, ref types.ManagedObjectReference, cond func(vmValues) bool) error {
+	followed, err := w.vmFollowed(ref)
+	if err != nil {
+		return err
+	}
+	if !followed {
+		if values := w.peekVM(ctx, ref); values != nil && cond(values) {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			// The caller gave up during the read: registering would only end the same way.
+			return err
+		}
+	}
 	vmw := &vmWait{ref: ref, cond: cond, done: make(chan error, 1)}
 	add, err := w.registerVM(ctx, vmw)
 	if err != nil {
@@ -92,6 +110,32 @@ func (w *taskWaiter) waitVM(ctx context.Context, ref types.ManagedObjectReferenc
 		}
 		return ctx.Err()
 	}
+}
+
+// vmFollowed tells whether the loop follows ref and has its values: a wait then decides
+// on them without a call of its own.
+func (w *taskWaiter) vmFollowed(ref types.ManagedObjectReference) (bool, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return false, errClientClosed
+	}
+	vw := w.vms[ref]
+	return vw != nil && vw.values != nil, nil
+}
+
+// peekVM reads the values of vmWaitProperties of the VM ref once, outside the loop, as the
+// loop would hold them; nil when the read failed.
+func (w *taskWaiter) peekVM(ctx context.Context, ref types.ManagedObjectReference) vmValues {
+	props, ok := w.peek(ctx, ref, vmWaitProperties)
+	if !ok {
+		return nil
+	}
+	values := vmValues{}
+	for _, p := range props {
+		values[p.Name] = p.Val
+	}
+	return values
 }
 
 // vmAddition is the call a VM wait makes to put its VM in the current view, with the

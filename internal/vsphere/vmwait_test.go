@@ -95,6 +95,8 @@ func TestVMWaitsGoThroughTheSharedCollector(t *testing.T) {
 			t.Fatalf("cycle %d: WaitForVirtualMachineIP: %v", i, err)
 		}
 		shutdown := goWait(t, func() error { return c.WaitForVirtualMachineShutdown(ctx, vm) })
+		// Powered off only once the loop follows the wait: it goes through the collector.
+		waitVMWatched(t, c, vm.Reference(), 1)
 		if err := env.PowerOffVM(ctx, "w-props"); err != nil {
 			t.Fatalf("PowerOffVM: %v", err)
 		}
@@ -218,11 +220,11 @@ func TestVMWaitSurvivesSessionLoss(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = admin.Logout(context.Background()) })
 	vm := cloneVM(t, c, cloneParams{name: "w-relogin"})
-	before := snapshotCalls(env)
 
 	ready := goWait(t, func() error { return c.WaitForGuestOperationsReady(ctx, vm) })
 	anyIP := goWait(t, func() error { return c.WaitForVirtualMachineIP(ctx, vm, nil, "w-relogin") })
 	waitVMWatched(t, c, vm.Reference(), 2)
+	before := snapshotCalls(env)
 
 	key, err := c.sessionKey(ctx)
 	if err != nil {
@@ -249,5 +251,55 @@ func TestVMWaitSurvivesSessionLoss(t *testing.T) {
 	}
 	if d := snapshotCalls(env).since(before); d["CreatePropertyCollector"] != 1 {
 		t.Errorf("%d property collectors created after the first, want 1 (for the new session)", d["CreatePropertyCollector"])
+	}
+}
+
+func TestVMConditionAlreadyTrueCostsOneRead(t *testing.T) {
+	env, c := newEnv(t)
+	ctx := t.Context()
+	vm := cloneVM(t, c, cloneParams{name: "w-off"})
+	before := snapshotCalls(env)
+
+	if err := c.WaitForVirtualMachineShutdown(ctx, vm); err != nil {
+		t.Fatalf("WaitForVirtualMachineShutdown on a powered-off VM: %v", err)
+	}
+	// (The clone's wait may have started the loop: its long polls are not counted here.)
+	d := snapshotCalls(env).since(before)
+	if d["RetrievePropertiesEx"] != 1 {
+		t.Errorf("%d property reads, want 1", d["RetrievePropertiesEx"])
+	}
+	if d["CreatePropertyCollector"] != 0 || d["ModifyListView"] != 0 {
+		t.Errorf("calls = %v, want no collector and no view change", d)
+	}
+}
+
+func TestVMConditionNotYetTrueCompletesThroughTheLoop(t *testing.T) {
+	env, c := newEnv(t)
+	ctx := t.Context()
+	admin, err := env.Client(ctx)
+	if err != nil {
+		t.Fatalf("admin client: %v", err)
+	}
+	t.Cleanup(func() { _ = admin.Logout(context.Background()) })
+	vm := cloneVM(t, c, cloneParams{name: "w-later"})
+	before := snapshotCalls(env)
+
+	ready := goWait(t, func() error { return c.WaitForGuestOperationsReady(ctx, vm) })
+	waitVMWatched(t, c, vm.Reference(), 1)
+	// Powered on by someone else, without waiting for the task: only this client's calls
+	// are counted below.
+	if _, err := object.NewVirtualMachine(admin.Client, vm.Reference()).PowerOn(ctx); err != nil {
+		t.Fatalf("power on: %v", err)
+	}
+	if err := <-ready; err != nil {
+		t.Fatalf("WaitForGuestOperationsReady: %v", err)
+	}
+
+	d := snapshotCalls(env).since(before)
+	if d["RetrievePropertiesEx"] != 1 {
+		t.Errorf("%d property reads, want the one read before the wait", d["RetrievePropertiesEx"])
+	}
+	if d["ModifyListView"] < 1 || d["WaitForUpdatesEx"] < 1 {
+		t.Errorf("calls = %v, want the VM added to the view and a long poll", d)
 	}
 }
