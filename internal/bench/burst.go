@@ -76,6 +76,7 @@ func (b *runner) runBurst(ctx context.Context) (*BurstResult, error) {
 	res.Traffic = d.proxy.Snapshot().Sub(before)
 	sim := h.VCenter.Stats().Sub(simBefore)
 	res.SimBusy, res.SimLongPolls = sim.Busy, sim.LongPolls
+	res.SimClones, res.SimCloneCalls = sim.Clones, sim.CloneCalls
 	if err != nil && (d.alive.Err() != nil || ctx.Err() != nil) {
 		return nil, fmt.Errorf("burst: %w", err)
 	}

@@ -330,7 +330,8 @@ func (r *Report) renderBurst(w func(string, ...any)) {
 	w("| mean clone calls in flight | %s of %d |\n", num(b.ClonesInFlight()), b.Concurrency)
 	w("| vCenter round trips during the burst | %s (%s per job) |\n", count(b.Traffic.Calls), num(float64(b.Traffic.Calls)/float64(b.Jobs)))
 	w("| bytes received during the burst | %s |\n", bytesText(float64(b.Traffic.Bytes)))
-	w("| simulated vCenter busy (one call at a time) | %s, %s%% of the burst; %s of it in vcsim's WaitForUpdatesEx |\n\n", dur(b.SimBusy), num(100*b.SimLoad()), dur(b.SimLongPolls))
+	w("| simulated vCenter busy (one call at a time) | %s, %s%% of the burst; %s of it in vcsim's WaitForUpdatesEx |\n", dur(b.SimBusy), num(100*b.SimLoad()), dur(b.SimLongPolls))
+	w("| simulated vCenter time to complete one clone (one at a time) | %s (%s clones) |\n\n", dur(b.SimPerClone()), count(b.SimCloneCalls))
 	w("Round trips during the burst, by SOAP method: %s.\n\n", methods(intMethods(b.Traffic.ByMethod)))
 }
 

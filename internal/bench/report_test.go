@@ -86,6 +86,23 @@ func TestSlowBurstOnASaturatedSimulatorSaysSo(t *testing.T) {
 	}
 }
 
+// A slow burst on a simulator that completes its clones one at a time says how long a wave
+// takes because of it.
+func TestSlowBurstNamesTheSimulatorsCloneCost(t *testing.T) {
+	r := fullReport()
+	r.Burst.Total, r.Burst.SimBusy = 15*time.Second, 5*time.Second
+	r.Burst.SimClones, r.Burst.SimCloneCalls = 4400*time.Millisecond, 200
+	for _, tg := range r.Targets() {
+		if tg.Name == "Burst" {
+			if tg.Status != NotMet || !strings.Contains(tg.Why, "22 ms each") || !strings.Contains(tg.Why, "a wave takes about 1.44 s rather than 1 s") {
+				t.Fatalf("burst target: %+v", tg)
+			}
+			return
+		}
+	}
+	t.Fatal("no burst target")
+}
+
 func TestShortIdleWindowsAreShownButNotJudged(t *testing.T) {
 	r := fullReport()
 	r.Idle = []IdleWindow{{VMs: 5000, Window: 10 * time.Second, Traffic: Traffic{Calls: 50, ByMethod: map[string]int{"CreateContainerView": 50}}}}

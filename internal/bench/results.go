@@ -148,6 +148,18 @@ type BurstResult struct {
 	// SimBusy is how long the simulated vCenter (which serves one call at a time) was busy
 	// during the burst; SimLongPolls the part of it in vcsim's WaitForUpdatesEx.
 	SimBusy, SimLongPolls time.Duration
+	// SimClones is the part of SimBusy spent completing the clones (vcsim creates each VM
+	// and its files, one clone at a time), over SimCloneCalls clones.
+	SimClones     time.Duration
+	SimCloneCalls int
+}
+
+// SimPerClone is the simulated vCenter's time to complete one clone.
+func (b BurstResult) SimPerClone() time.Duration {
+	if b.SimCloneCalls == 0 {
+		return 0
+	}
+	return b.SimClones / time.Duration(b.SimCloneCalls)
 }
 
 // SimLoad is the fraction of the burst the simulated vCenter was busy.
@@ -289,6 +301,10 @@ func (r *Report) Targets() []Target {
 		} else if t.Status == NotMet && b.SimLoad() >= simSaturated {
 			t.Why = fmt.Sprintf("the simulated vCenter, which serves one call at a time, was busy %s%% of the burst (%s, of which %s in vcsim's WaitForUpdatesEx: at least 20 ms per call with the simulator held, and a re-evaluation of the filter for every change of any object); the clones wait for it, not for the hatchery (%s vCenter round trips per job, %s clone calls in flight on average out of %d).",
 				num(100*b.SimLoad()), dur(b.SimBusy), dur(b.SimLongPolls), num(float64(b.Traffic.Calls)/float64(max(b.Jobs, 1))), num(b.ClonesInFlight()), b.Concurrency)
+		} else if t.Status == NotMet && b.SimPerClone() > 0 {
+			wave := time.Duration(b.Concurrency) * b.SimPerClone()
+			t.Why = fmt.Sprintf("the simulated vCenter completes clones one at a time, %s each (it creates the VM and its files): the %d clone calls of a wave end their %s delay together and are completed over about %s, so a wave takes about %s rather than %s, and the next wave starts as late. The simulator was busy %s%% of the burst; the hatchery made %s vCenter round trips per job and kept %s clone calls in flight on average out of %d.",
+				dur(b.SimPerClone()), b.Concurrency, dur(b.CloneDelay), dur(wave), dur(b.CloneDelay+wave), dur(b.CloneDelay), num(100*b.SimLoad()), num(float64(b.Traffic.Calls)/float64(max(b.Jobs, 1))), num(b.ClonesInFlight()), b.Concurrency)
 		} else if t.Status == NotMet {
 			t.Why = fmt.Sprintf("on average %s clone calls were in flight out of %d allowed: the clones did not run back to back.%s", num(b.ClonesInFlight()), b.Concurrency, listingsHint(b.Traffic, 1/float64(max(b.Jobs, 1)), "job"))
 		}

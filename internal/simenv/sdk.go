@@ -145,7 +145,7 @@ func (e *Env) serveSDK(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec := newRecorder()
-	e.sim.do(func() {
+	e.sim.doCall(call.method, func() {
 		e.serveOnce(rec, r, body, call.method, fault)
 		if !readOnly(call.method) {
 			// Objects of a session (list and container views, filters) change in the

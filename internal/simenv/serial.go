@@ -46,11 +46,23 @@ type Stats struct {
 	// least 20 ms per call with the simulator held and re-evaluates the collector's filters
 	// for every change of any object since its last call.
 	LongPolls time.Duration
+	// Clones is the part of Busy spent cloning (CloneVM_Task and its task: vcsim creates
+	// the VM and its files), one clone at a time; CloneCalls counts them.
+	Clones     time.Duration
+	CloneCalls int
 }
 
 // Sub is the work done between two readings.
 func (s Stats) Sub(before Stats) Stats {
-	return Stats{Busy: s.Busy - before.Busy, LongPolls: s.LongPolls - before.LongPolls}
+	return Stats{Busy: s.Busy - before.Busy, LongPolls: s.LongPolls - before.LongPolls,
+		Clones: s.Clones - before.Clones, CloneCalls: s.CloneCalls - before.CloneCalls}
+}
+
+func (s *serializer) addClone(d time.Duration) {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	s.stats.Clones += d
+	s.stats.CloneCalls++
 }
 
 func (s *serializer) addStats(busy, longPoll time.Duration) {
@@ -76,22 +88,31 @@ func newSerializer(reg *simulator.Registry, tasks *taskTracker, closing <-chan s
 // then, with the simulator released, runs the callbacks queued with later during f.
 // f must not call do (it is not reentrant): no client call, no Env helper.
 func (s *serializer) do(f func()) {
-	s.run(false, f)
+	s.run(false, "", f)
+}
+
+// doCall is do for a client's SOAP call of method, whose share of the work is counted.
+func (s *serializer) doCall(method string, f func()) {
+	s.run(false, method, f)
 }
 
 // doUrgent is do ahead of every caller not urgent. The guest's own actions use it: a
 // guest shutting down does not wait behind the vCenter's clients, whose next moves may
 // depend on it having happened (a finished worker's VM is off before its slot is reused).
 func (s *serializer) doUrgent(f func()) {
-	s.run(true, f)
+	s.run(true, "", f)
 }
 
-func (s *serializer) run(urgent bool, f func()) {
+func (s *serializer) run(urgent bool, method string, f func()) {
 	s.acquire(urgent)
 	start := time.Now()
 	f()
 	s.tasks.settle(s.reg, s.closing)
-	s.addStats(time.Since(start), 0)
+	busy := time.Since(start)
+	s.addStats(busy, 0)
+	if method == "CloneVM_Task" {
+		s.addClone(busy)
+	}
 	s.afterMu.Lock()
 	after := s.after
 	s.after = nil

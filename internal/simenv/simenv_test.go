@@ -572,8 +572,8 @@ func TestStatsCountTheSimulatorsWork(t *testing.T) {
 	before := w.env.Stats()
 	vm := w.mustClone(t, "busy", "", "")
 	afterClone := w.env.Stats().Sub(before)
-	if afterClone.Busy <= 0 {
-		t.Errorf("a clone left Busy at %s", afterClone.Busy)
+	if afterClone.Busy <= 0 || afterClone.CloneCalls != 1 || afterClone.Clones <= 0 || afterClone.Clones > afterClone.Busy {
+		t.Errorf("after one clone: %+v, want one clone call with a positive share of Busy", afterClone)
 	}
 	if err := property.Wait(t.Context(), property.DefaultCollector(w.client.Client), vm.Reference(), []string{"runtime.powerState"}, func(pc []types.PropertyChange) bool {
 		return len(pc) > 0
