@@ -617,3 +617,35 @@ func TestVMsOfTheOriginalHatcheryAreAdoptedAndCleanedUp(t *testing.T) {
 	})
 	checkNoProblems(t, h)
 }
+
+// Finished workers' VMs, powered off and waiting for finishedWorkerGracePeriod, hold no
+// worker: they must not fill the pool as Pending and stop the spawns once there are
+// maxConcurrentProvisioning of them.
+func TestFinishedVMsWaitingForCleanupDoNotBlockSpawns(t *testing.T) {
+	const jobs, provisioning = 6, 2
+	h := newTestHarness(t, HarnessOptions{JobDuration: 50 * time.Millisecond})
+	cfg := providerConfig(h)
+	cfg.Hatchery.VSphere.CommonConfiguration.Provision.MaxConcurrentProvisioning = provisioning
+	opts := append(providerOptions(h), WithProvider(NewVSphereProvider(VSphereProviderOptions{Timings: vspherehatchery.Timings{
+		Cleanup:       100 * time.Millisecond,
+		EnvProbeEvery: 20 * time.Millisecond,
+		FinishedGrace: time.Hour, // the finished VMs stay for the whole test
+	}})))
+	d := startDaemon(t, cfg, opts...)
+	for i := range jobs {
+		h.API.AddV2Job(cdssim.V2RunJob{ProjectKey: "PROJ", WorkflowName: "wf", RunNumber: int64(i + 1)}, debian12Model)
+	}
+	d.wait(t, h.API, fmt.Sprintf("the %d jobs to succeed with their VMs kept", jobs), func() bool {
+		return h.API.V2JobCounts()[cdssim.StatusSuccess] == jobs
+	})
+	off := 0
+	for _, v := range simVMs(h) {
+		if v.isWorker(h.Name) && !v.poweredOn() {
+			off++
+		}
+	}
+	if off < provisioning {
+		t.Errorf("%d finished worker VMs kept, want at least %d for the test to mean anything", off, provisioning)
+	}
+	checkNoProblems(t, h)
+}

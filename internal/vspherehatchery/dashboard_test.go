@@ -136,7 +136,8 @@ func TestDashboardShowsEveryStateFromOneListing(t *testing.T) {
 	}
 
 	wantGauges := []hatchery.CapacityGauge{
-		{Name: GaugeWorkers, Unit: "workers", Used: 4, Limit: 10},
+		// worker-run, worker-dhcp, worker-bad: worker-done is off and holds no worker.
+		{Name: GaugeWorkers, Unit: "workers", Used: 3, Limit: 10},
 		{Name: GaugeVCPUs, Unit: "vCPUs", Used: 16, Limit: 16},
 		{Name: GaugeMemory, Unit: "MB", Used: 32768, Limit: 0},
 		{Name: GaugeResourcePoolCPU, Unit: "MHz", Used: 2500, Limit: 10000},

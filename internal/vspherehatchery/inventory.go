@@ -117,13 +117,20 @@ func (inv Inventory) Find(name string) (VM, bool) {
 }
 
 // WorkersStarted lists the workers this hatchery has started: VMs whose annotation names the
-// hatchery, except templates, CDS-built templates (model: true) and idle provisioned VMs.
-// The original counted every non-template VM of vCenter, so unrelated VMs filled maxWorker
-// (fix of Q4).
+// hatchery, except templates, CDS-built templates (model: true), idle provisioned VMs and
+// powered-off VMs. The original counted every non-template VM of vCenter, so unrelated VMs
+// filled maxWorker (fix of Q4). A powered-off VM holds no worker any more (its worker is
+// done, or it was rolled back): counted, the finished VMs waiting for the cleanup pass
+// filled the pool as Pending workers and stopped every spawn once there were
+// maxConcurrentProvisioning of them. A spawn whose VM is not on yet is counted by the
+// framework (the jobs it admitted).
 func (inv Inventory) WorkersStarted(hatcheryName string) []string {
 	var names []string
 	for _, vm := range inv {
 		if vm.Template || !vm.OwnedBy(hatcheryName) || vm.Annotation.Model {
+			continue
+		}
+		if vm.PowerState == types.VirtualMachinePowerStatePoweredOff {
 			continue
 		}
 		if strings.HasPrefix(vm.Name, ProvisionPrefix) {
