@@ -504,10 +504,9 @@ func TestLogoutEndsTaskWaitsAndTheLoop(t *testing.T) {
 	if out := <-got; !errors.Is(out.err, errClientClosed) {
 		t.Fatalf("wait across Logout: err = %v, want %v", out.err, errClientClosed)
 	}
-	// Logout returns after the loop: no goroutine of the waiter is left.
-	buf := make([]byte, 1<<20)
-	stacks := string(buf[:runtime.Stack(buf, true)])
-	if strings.Contains(stacks, "(*taskWaiter).run") {
+	// Logout returns once the loop has closed its done channel; the goroutine itself may
+	// still be finishing its return then, so its end is awaited (bounded).
+	if stacks, gone := loopGone(); !gone {
 		t.Errorf("the task waiter's loop outlived Logout:\n%s", stacks)
 	}
 	if _, err := c.tasks.wait(t.Context(), ref); !errors.Is(err, errClientClosed) {
@@ -519,6 +518,27 @@ func TestTaskRetryDelayGrowsToItsCap(t *testing.T) {
 	for n, want := range map[int]time.Duration{1: taskRetryMin, 2: 2 * taskRetryMin, 3: 4 * taskRetryMin, 20: taskRetryMax} {
 		if got := taskRetryDelay(n); got != want {
 			t.Errorf("taskRetryDelay(%d) = %s, want %s", n, got, want)
+		}
+	}
+}
+
+// loopGone waits, up to a bound that only turns a leak into a failure, for no goroutine
+// of a task waiter's loop to be left, and returns the stacks when one is.
+func loopGone() (string, bool) {
+	deadline := time.NewTimer(5 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	buf := make([]byte, 1<<20)
+	for {
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		if !strings.Contains(stacks, "(*taskWaiter).run") {
+			return "", true
+		}
+		select {
+		case <-deadline.C:
+			return stacks, false
+		case <-tick.C:
 		}
 	}
 }
