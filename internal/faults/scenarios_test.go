@@ -92,7 +92,7 @@ func scenarios() []scenario {
 		},
 		{
 			name:  "power-on failing",
-			notes: "PowerOnVM_Task fails (pool of 2 provisioned VMs) until 3 failed",
+			notes: "PowerOnVM_Task fails (pool of 2 provisioned VMs) until both were claimed and failed",
 			configure: func(e *env, cfg *config.File) {
 				cfg.Hatchery.VSphere.WorkerProvisioning = []config.WorkerProvisioning{{ModelVMWare: "debian12", Number: 2}}
 			},
@@ -115,27 +115,31 @@ func scenarios() []scenario {
 				})
 			},
 			run: func(e *env) {
-				e.wait("3 failed power-ons", func() bool { return e.h.VCenter.CallCount("PowerOnVM_Task") >= 3 })
+				// Both provisioned VMs claimed and failed; the jobs then go to fresh clones.
+				e.wait("2 failed power-ons", func() bool { return e.h.VCenter.CallCount("PowerOnVM_Task") >= 2 })
 				e.h.VCenter.ClearFaults()
 			},
 		},
 		{
 			name:  "vCenter tasks slower than the wait bound",
-			notes: "what vCenter says of tasks (property reads and long polls) answered 1.5 s late against taskTimeout = 1 s, until 3 more clones were made",
+			notes: "what vCenter says of tasks (property reads and long polls) answered 1.5 s late against taskTimeout = 1 s, until 3 clones were made",
 			configure: func(e *env, cfg *config.File) {
 				cfg.Hatchery.VSphere.TaskTimeout = 1
 			},
-			run: func(e *env) {
-				// A task's outcome reaches the hatchery by a property read (a task already
-				// over) or a long poll (one still running): both come too late. The hatchery
-				// is up and serving first, so that it is its task waits that run late.
-				e.wait("a first worker to start", func() bool { return e.workersStarted() >= 1 })
-				clones := e.h.VCenter.CallCount("CloneVM_Task")
+			// A task's outcome reaches the hatchery by a property read (a task already over)
+			// or a long poll (one still running): both come too late. The hatchery is up
+			// first (its start-up reads would only be slower), then every job comes under
+			// the fault.
+			start: func(e *env) {
+				e.startDaemon(e.cfg, nil)
+				e.wait("the hatchery to be up", func() bool { return len(e.h.API.Heartbeats()) > 0 })
 				for _, m := range []string{"RetrievePropertiesEx", "WaitForUpdatesEx"} {
 					e.h.VCenter.SetMethodDelay(m, 1500*time.Millisecond)
 				}
+			},
+			run: func(e *env) {
 				// Each of these clones' waits outlives the bound: the VM is rolled back.
-				e.wait("3 more clones", func() bool { return e.h.VCenter.CallCount("CloneVM_Task") >= clones+3 })
+				e.wait("3 clones", func() bool { return e.h.VCenter.CallCount("CloneVM_Task") >= 3 })
 				for _, m := range []string{"RetrievePropertiesEx", "WaitForUpdatesEx"} {
 					e.h.VCenter.SetMethodDelay(m, 0)
 				}
