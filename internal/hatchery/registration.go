@@ -135,7 +135,12 @@ func (h *Hatchery) spawnRegistration(ctx context.Context, req spawnRequest) {
 	ctx = context.WithValue(ctx, fieldWorker, workerName)
 	report := func(err error) {
 		h.log.Error(ctx, "registration of model %s: %v", req.model.Name(), err)
-		if err := h.ReportModelSpawnError(ctx, m.Group.Name, m.Name, "cannot spawn worker for register: "+err.Error()); err != nil {
+		// Reported even when the spawn was cancelled by a shutdown: the report is what
+		// frees the model's registration booking on the API, and a restarted hatchery
+		// could not register the model (nor serve its jobs) until that booking expired.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.iv.CallDeadline)
+		defer cancel()
+		if err := h.ReportModelSpawnError(rctx, m.Group.Name, m.Name, "cannot spawn worker for register: "+err.Error()); err != nil {
 			h.log.Error(ctx, "%v", err)
 		}
 	}

@@ -237,7 +237,12 @@ func (f *fakeV1) WorkerModelBook(_ context.Context, group, name string) error {
 	f.rec.add("v1.WorkerModelBook %s/%s", group, name)
 	return nil
 }
-func (f *fakeV1) WorkerModelSpawnError(_ context.Context, group, name string, form cds.SpawnErrorForm) error {
+func (f *fakeV1) WorkerModelSpawnError(ctx context.Context, group, name string, form cds.SpawnErrorForm) error {
+	if err := ctx.Err(); err != nil {
+		// A real client fails at once on a done context: the report would never leave.
+		f.rec.add("v1.WorkerModelSpawnError %s/%s not sent: %v", group, name, err)
+		return err
+	}
 	f.rec.add("v1.WorkerModelSpawnError %s/%s %s", group, name, form.Error)
 	return nil
 }

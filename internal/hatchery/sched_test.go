@@ -632,4 +632,21 @@ func TestFailedRegistrationReportsModelError(t *testing.T) {
 	}
 }
 
+// A registration cancelled by a shutdown still reports its failure: the report frees the
+// model's registration booking, without which a restarted hatchery could not register the
+// model until the booking expired.
+func TestRegistrationCancelledByAShutdownStillReportsTheModelError(t *testing.T) {
+	e := newSchedEnv(t, nil, withoutV2())
+	m := v1Model(1, "grp", "m")
+	ctx, cancel := context.WithCancel(context.Background())
+	// The shutdown comes while the VM is being made.
+	e.prov.onSpawn = func(context.Context, SpawnArguments) error { cancel(); return context.Canceled }
+	e.registrationsInFlightForTest(1)
+	e.h.spawnRegistration(ctx, spawnRequest{jobID: "0", model: newV1StarterModel(m), registerOnly: true})
+	want := "v1.WorkerModelSpawnError grp/m cannot spawn worker for register: context canceled"
+	if got := e.rec.with("v1.WorkerModelSpawnError"); !slices.Equal(got, []string{want}) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
 func (e *schedEnv) registrationsInFlightForTest(n int64) { e.h.registrationsInFlight.Add(n) }
