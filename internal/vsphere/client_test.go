@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
@@ -34,6 +35,18 @@ func newEnv(t *testing.T, opts ...func(*Options)) (*simenv.Env, *Client) {
 	}
 	t.Cleanup(func() { _ = c.Logout(context.Background()) })
 	return env, c
+}
+
+// adminClient is a second session on the simulator, outside the client under test (an
+// operator's), logged out at the end of the test.
+func adminClient(t *testing.T, env *simenv.Env) *govmomi.Client {
+	t.Helper()
+	admin, err := env.Client(t.Context())
+	if err != nil {
+		t.Fatalf("admin client: %v", err)
+	}
+	t.Cleanup(func() { _ = admin.Logout(context.Background()) })
+	return admin
 }
 
 func envOptions(env *simenv.Env) Options {
@@ -570,11 +583,7 @@ func TestSlowCallHitsTheCallTimeout(t *testing.T) {
 func TestSessionLossIsRecoveredByReLogin(t *testing.T) {
 	env, c := newEnv(t)
 	ctx := t.Context()
-	admin, err := env.Client(ctx)
-	if err != nil {
-		t.Fatalf("admin client: %v", err)
-	}
-	t.Cleanup(func() { _ = admin.Logout(context.Background()) })
+	admin := adminClient(t, env)
 
 	current, err := c.sessionKey(ctx)
 	if err != nil {

@@ -37,12 +37,8 @@ type taskAdmin struct {
 func newTaskAdmin(t *testing.T, env *simenv.Env, c *Client) *taskAdmin {
 	t.Helper()
 	ctx := t.Context()
-	admin, err := env.Client(ctx)
-	if err != nil {
-		t.Fatalf("admin client: %v", err)
-	}
-	t.Cleanup(func() { _ = admin.Logout(context.Background()) })
-	err = object.NewExtensionManager(admin.Client).Register(ctx, types.Extension{
+	admin := adminClient(t, env)
+	err := object.NewExtensionManager(admin.Client).Register(ctx, types.Extension{
 		Key:      "com.hatchery.test",
 		TaskList: []types.ExtensionTaskTypeInfo{{TaskID: testTaskType}},
 	})

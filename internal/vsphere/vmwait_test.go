@@ -173,11 +173,7 @@ func TestConcurrentWaitsOnOneVM(t *testing.T) {
 func TestDestroyedVMEndsItsWaits(t *testing.T) {
 	env, c := newEnv(t)
 	ctx := t.Context()
-	admin, err := env.Client(ctx)
-	if err != nil {
-		t.Fatalf("admin client: %v", err)
-	}
-	t.Cleanup(func() { _ = admin.Logout(context.Background()) })
+	admin := adminClient(t, env)
 
 	// Destroyed by someone else (an operator): the VM leaves the view.
 	vm := cloneVM(t, c, cloneParams{name: "w-gone"})
@@ -214,11 +210,7 @@ func TestDestroyedVMEndsItsWaits(t *testing.T) {
 func TestVMWaitSurvivesSessionLoss(t *testing.T) {
 	env, c := newEnv(t)
 	ctx := t.Context()
-	admin, err := env.Client(ctx)
-	if err != nil {
-		t.Fatalf("admin client: %v", err)
-	}
-	t.Cleanup(func() { _ = admin.Logout(context.Background()) })
+	admin := adminClient(t, env)
 	vm := cloneVM(t, c, cloneParams{name: "w-relogin"})
 
 	ready := goWait(t, func() error { return c.WaitForGuestOperationsReady(ctx, vm) })
@@ -276,11 +268,7 @@ func TestVMConditionAlreadyTrueCostsOneRead(t *testing.T) {
 func TestVMConditionNotYetTrueCompletesThroughTheLoop(t *testing.T) {
 	env, c := newEnv(t)
 	ctx := t.Context()
-	admin, err := env.Client(ctx)
-	if err != nil {
-		t.Fatalf("admin client: %v", err)
-	}
-	t.Cleanup(func() { _ = admin.Logout(context.Background()) })
+	admin := adminClient(t, env)
 	vm := cloneVM(t, c, cloneParams{name: "w-later"})
 	before := snapshotCalls(env)
 
