@@ -17,8 +17,8 @@ import (
 // (5,000 VMs take ~20 s to create and a full listing ~20 s more, so -benchtime 1x is
 // enough; these benchmarks never run in the default test run.)
 
-// benchEnv starts a simulated vCenter with n plain VMs, a Client and a running Inventory.
-func benchEnv(b *testing.B, n int, opts InventoryOptions) (*simenv.Env, *Client, *Inventory, VSphereClient) {
+// benchVCenter starts a simulated vCenter with n plain VMs and a Client on it.
+func benchVCenter(b *testing.B, n int) (*simenv.Env, *Client) {
 	b.Helper()
 	ctx := context.Background()
 	env, err := simenv.New(ctx, simenv.Options{})
@@ -34,6 +34,14 @@ func benchEnv(b *testing.B, n int, opts InventoryOptions) (*simenv.Env, *Client,
 		b.Fatalf("Connect: %v", err)
 	}
 	b.Cleanup(func() { _ = c.Logout(context.Background()) })
+	return env, c
+}
+
+// benchEnv starts a simulated vCenter with n plain VMs, a Client and a running Inventory.
+func benchEnv(b *testing.B, n int, opts InventoryOptions) (*simenv.Env, *Client, *Inventory, VSphereClient) {
+	b.Helper()
+	ctx := context.Background()
+	env, c := benchVCenter(b, n)
 
 	inv := NewInventory(c, opts)
 	rctx, cancel := context.WithCancel(ctx)
@@ -191,19 +199,7 @@ func BenchmarkInventoryMemory(b *testing.B) {
 	for _, n := range []int{5000} {
 		b.Run(fmt.Sprintf("vms=%d", n), func(b *testing.B) {
 			ctx := context.Background()
-			env, err := simenv.New(ctx, simenv.Options{})
-			if err != nil {
-				b.Fatalf("simenv: %v", err)
-			}
-			b.Cleanup(env.Close)
-			if err := env.CreatePlainVMs(ctx, n); err != nil {
-				b.Fatalf("CreatePlainVMs: %v", err)
-			}
-			c, err := Connect(ctx, envOptions(env))
-			if err != nil {
-				b.Fatalf("Connect: %v", err)
-			}
-			b.Cleanup(func() { _ = c.Logout(context.Background()) })
+			_, c := benchVCenter(b, n)
 			for b.Loop() {
 				var m0, m1 runtime.MemStats
 				runtime.GC()

@@ -285,17 +285,7 @@ func testInventorySeesChangesMadeByOthers(t *testing.T, opts InventoryOptions) {
 	}
 	inv, _ := startInventory(t, c, opts)
 
-	other, err := env.Client(ctx)
-	if err != nil {
-		t.Fatalf("other client: %v", err)
-	}
-	t.Cleanup(func() { _ = other.Logout(context.Background()) })
-	finder := find.NewFinder(other.Client, false)
-	dc, err := finder.Datacenter(ctx, env.Datacenter)
-	if err != nil {
-		t.Fatalf("datacenter: %v", err)
-	}
-	finder.SetDatacenter(dc)
+	finder := operatorFinder(t, env)
 	plain := func(i int) *object.VirtualMachine {
 		t.Helper()
 		vm, err := finder.VirtualMachine(ctx, fmt.Sprintf("%s%06d", simenv.PlainVMPrefix, i))
@@ -471,17 +461,7 @@ func testInventoryStaysConsistent(t *testing.T, opts InventoryOptions) {
 	if err != nil {
 		t.Fatalf("LoadFolder: %v", err)
 	}
-	other, err := env.Client(ctx)
-	if err != nil {
-		t.Fatalf("other client: %v", err)
-	}
-	t.Cleanup(func() { _ = other.Logout(context.Background()) })
-	finder := find.NewFinder(other.Client, false)
-	dc, err := finder.Datacenter(ctx, env.Datacenter)
-	if err != nil {
-		t.Fatalf("datacenter: %v", err)
-	}
-	finder.SetDatacenter(dc)
+	finder := operatorFinder(t, env)
 
 	// alive holds the hatchery's VMs known to exist: added when the clone returned,
 	// removed before the destroy starts.
@@ -643,4 +623,18 @@ func testInventoryStaysConsistent(t *testing.T, opts InventoryOptions) {
 	// Once the watch has caught up, the cache is exactly vCenter.
 	waitForMatch(t, c, inv)
 	t.Logf("match after %v: %+v", time.Since(testStart), inv.Stats())
+}
+
+// operatorFinder is a finder on the simulator's datacenter through a second session (an
+// operator's, outside the client under test).
+func operatorFinder(t *testing.T, env *simenv.Env) *find.Finder {
+	t.Helper()
+	other := adminClient(t, env)
+	finder := find.NewFinder(other.Client, false)
+	dc, err := finder.Datacenter(t.Context(), env.Datacenter)
+	if err != nil {
+		t.Fatalf("datacenter: %v", err)
+	}
+	finder.SetDatacenter(dc)
+	return finder
 }
